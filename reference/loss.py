@@ -304,6 +304,11 @@ class StepOutputLoss:
                 f"regularization weight is {regularization_weight}; it must be finite and > 0 "
                 "(to turn the penalty off, leave regularization unset)."
             )
+        if step_loss.loss.loss.is_ensemble and n_ensemble < 2:
+            raise ValueError(
+                f"The main loss is an ensemble loss but n_ensemble={n_ensemble}; set "
+                "n_ensemble >= 2 or use a deterministic loss type."
+            )
         if regularization is not None and regularization.names != step_loss.names:
             raise ValueError(
                 "The regularization loss must cover the same channels as the step loss."

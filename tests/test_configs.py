@@ -94,3 +94,12 @@ def test_crps_closed_form():
     assert float(CRPSLoss(alpha=1.0)(x, y)) == pytest.approx(0.0)
     # plain CRPS: 1 - 4/8 = 0.5
     assert float(CRPSLoss(alpha=0.0)(x, y)) == pytest.approx(0.5)
+
+
+def test_ensemble_loss_needs_two_members():
+    from helpers import build
+
+    with pytest.raises(ValueError, match="ensemble loss but n_ensemble=1"):
+        build(step_cfg=StepLossConfig(type="EnsembleLoss"), n_ensemble=1)
+    loss, _ = build(step_cfg=StepLossConfig(type="EnsembleLoss"), n_ensemble=2)
+    assert loss.n_ensemble == 2
