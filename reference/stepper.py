@@ -1,0 +1,341 @@
+"""The train stepper: rolls a step out over a batch and trains on it.
+
+Public API
+----------
+::
+
+    @dataclass
+    class TrainStepperConfig:
+        loss: StepLossConfig = StepLossConfig()
+        n_ensemble: int = 1
+        corrector_loss: CorrectorLossConfig | None = None
+        optimization: OptimizationConfig = OptimizationConfig()  # incl. use_gradient_accumulation
+
+        def build(self, step: StepABC, normalizer: StandardNormalizer,
+                  area_weights: torch.Tensor | None = None) -> TrainStepper
+        @classmethod
+        def from_dict(cls, data: Mapping) -> TrainStepperConfig   # dacite, strict
+
+    class TrainStepper:
+        config, step, normalizer (the loss normalizer), loss (the one
+        StepOutputLoss), optimization
+        train_on_batch(data: TensorMapping, data_mask: TensorMapping | None = None) -> TrainOutput
+        get_aggregator() -> TrainAggregator
+        get_state() -> dict;  TrainStepper.from_state(state, step, area_weights=None)
+
+``train_on_batch(data)``: ``data[name]`` in physical units with shape
+``(n_batch, n_time, *spatial)`` for every name of ``step.in_names`` and
+``step.out_names``; time 0 is the initial condition and times
+``1..n_time-1`` are the targets of ``n_forward_steps = n_time - 1`` steps.
+Forcings (``step.forcing_names``) are read at the step's input time. The
+initial condition and forcings are repeated ``n_ensemble`` times (members of
+one sample adjacent). Each step's *corrected* output feeds the next step.
+
+It returns a :class:`TrainOutput` whose ``metrics`` (detached 0-d tensors) are
+
+- ``loss``: the optimized loss, ``sum_i result_i.total()``;
+- ``loss_step_{i}``: ``result_i.main.total()`` (the step-decayed main loss);
+- ``loss/{name}``: per-channel main loss summed over steps (active channels);
+- ``corrector_regularization_step_{i}`` and ``corrector_regularization``
+  (``sum_i``): only when regularization is configured.
+
+``gen_data`` (corrected predictions), ``target_data`` and ``step_outputs``
+(each step's ``StepOutput``, detached) let callers check the rollout. After
+the call each parameter's ``.grad`` holds this batch's gradient.
+:class:`reference.aggregator.TrainAggregator` averages the metrics over an
+epoch (``corrector_regularization`` included); :mod:`reference.trainer`
+logs batch metrics as ``batch_<name>``.
+
+Loss integration (the design of upstream #1273): the stepper always builds
+**one** ``StepOutputLoss`` with ``build_step_output_loss`` (a pass-through to
+``StepLoss`` when ``corrector_loss`` is None), calls it at one call site,
+accumulates ``result.total()`` once per optimized step, and asks the step for
+``detach_uncorrected = not loss.needs_uncorrected_grad``.
+"""
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import dacite
+import torch
+
+from reference.aggregator import TrainAggregator
+from reference.corrector.loss import CorrectorLossConfig, build_step_output_loss
+from reference.loss_config import StepLossConfig
+from reference.normalizer import StandardNormalizer
+from reference.optimization import OptimizationConfig
+from reference.step import StepABC
+from reference.step_output import StepOutput, is_detached
+from reference.typing_ import TensorDict, TensorMapping
+
+
+class EmptyUncorrectedWarning(UserWarning):
+    """A corrector ran but returned no pre-correction values."""
+
+
+class AttachedGraphWarning(UserWarning):
+    """The step detached ``uncorrected`` although asked not to."""
+
+
+def _to_float(value: Any) -> Any:
+    # YAML writes 1 for 1.0; accept ints (not bools) where a float is expected.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+DACITE_CONFIG = dacite.Config(strict=True, type_hooks={float: _to_float})
+
+
+@dataclasses.dataclass
+class TrainStepperConfig:
+    """Configuration of a train stepper.
+
+    Args:
+        loss: the main loss (``StepLossConfig``).
+        n_ensemble: ensemble members per sample, >= 1.
+        corrector_loss: the corrector training features, or None (the
+            default: train on the corrected output exactly as before the
+            features existed). Needs a step whose ``corrector_enabled`` is True.
+        optimization: optimizer and ``use_gradient_accumulation``.
+    """
+
+    loss: StepLossConfig = dataclasses.field(default_factory=StepLossConfig)
+    n_ensemble: int = 1
+    corrector_loss: CorrectorLossConfig | None = None
+    optimization: OptimizationConfig = dataclasses.field(default_factory=OptimizationConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_ensemble, bool) or not (
+            isinstance(self.n_ensemble, int) and self.n_ensemble >= 1
+        ):
+            raise ValueError(f"n_ensemble is {self.n_ensemble!r}; it must be an integer >= 1.")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainStepperConfig":
+        """From plain data (e.g. parsed YAML); unknown keys are errors."""
+        return dacite.from_dict(cls, dict(data), config=DACITE_CONFIG)
+
+    def build(
+        self,
+        step: StepABC,
+        normalizer: StandardNormalizer,
+        area_weights: torch.Tensor | None = None,
+    ) -> "TrainStepper":
+        """The train stepper.
+
+        Args:
+            step: the step to train; its ``out_names`` are the loss variables.
+            normalizer: the *loss* normalizer (defines loss-normalized space);
+                must cover ``step.out_names``.
+            area_weights: ``(n_lat, n_lon)`` or ``(n_lat, 1)``, for area-weighted
+                losses.
+
+        Raises:
+            ValueError: ``corrector_loss`` is set but ``step.corrector_enabled``
+                is False.
+        """
+        return TrainStepper(self, step, normalizer, area_weights)
+
+
+@dataclasses.dataclass
+class TrainOutput:
+    """What ``train_on_batch`` returns (everything detached).
+
+    Attributes:
+        metrics: see the module docstring; 0-d tensors.
+        gen_data: corrected predictions, physical units,
+            ``(n_batch * n_ensemble, n_forward_steps, *spatial)``.
+        target_data: targets, physical units, ``(n_batch, n_forward_steps, *spatial)``.
+        step_outputs: each step's ``StepOutput`` (output and uncorrected), detached.
+        n_batch: samples in the batch (the aggregator's weight).
+    """
+
+    metrics: dict[str, torch.Tensor]
+    gen_data: TensorDict
+    target_data: TensorDict
+    step_outputs: list[StepOutput]
+    n_batch: int
+
+
+def _detached(step_output: StepOutput) -> StepOutput:
+    return StepOutput(
+        output={k: v.detach() for k, v in step_output.output.items()},
+        uncorrected={k: v.detach() for k, v in step_output.uncorrected.items()},
+    )
+
+
+class TrainStepper:
+    """Trains a step with one ``StepOutputLoss``; build with ``TrainStepperConfig.build``."""
+
+    def __init__(
+        self,
+        config: TrainStepperConfig,
+        step: StepABC,
+        normalizer: StandardNormalizer,
+        area_weights: torch.Tensor | None = None,
+    ):
+        if config.corrector_loss is not None and not step.corrector_enabled:
+            raise ValueError(
+                f"corrector_loss is configured but the step ({type(step).__name__}) has no "
+                "corrector (corrector_enabled is False), so there is nothing for the "
+                "corrector features to act on. Configure a corrector on the step, or set "
+                "corrector_loss to null."
+            )
+        self.config = config
+        self.step = step
+        self.normalizer = normalizer
+        self.area_weights = area_weights
+        step_loss = config.loss.build(step.out_names, normalizer, area_weights)
+        self.loss = build_step_output_loss(
+            config.corrector_loss, step_loss, config.n_ensemble, area_weights
+        )
+        self.optimization = config.optimization.build(step.parameters())
+        self._detach_uncorrected = not self.loss.needs_uncorrected_grad
+        self._warned_empty = False
+        self._warned_detached = False
+
+    @property
+    def n_ensemble(self) -> int:
+        return self.config.n_ensemble
+
+    def get_aggregator(self) -> TrainAggregator:
+        """A fresh epoch aggregator of ``TrainOutput.metrics``."""
+        return TrainAggregator()
+
+    def _validate_batch(self, data: TensorMapping) -> tuple[int, int]:
+        names = list(dict.fromkeys([*self.step.in_names, *self.step.out_names]))
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(
+                f"The batch lacks {missing}; it needs every input and output variable "
+                f"of the step ({names})."
+            )
+        shape = tuple(data[names[0]].shape)
+        for name in names:
+            if tuple(data[name].shape) != shape:
+                raise ValueError(
+                    f"batch[{name!r}] has shape {tuple(data[name].shape)} but "
+                    f"batch[{names[0]!r}] has {shape}; all variables must share "
+                    "(n_batch, n_time, *spatial)."
+                )
+        if len(shape) < 2 or shape[1] < 2:
+            raise ValueError(
+                f"Batch tensors have shape {shape}; they need (n_batch, n_time, *spatial) "
+                "with n_time >= 2 (an initial condition and at least one target)."
+            )
+        return shape[0], shape[1] - 1
+
+    def _check_step_output(self, step_output: StepOutput) -> None:
+        if not self.step.corrector_enabled or self._detach_uncorrected:
+            return
+        if not step_output.uncorrected:
+            if not self._warned_empty:
+                self._warned_empty = True
+                warnings.warn(
+                    f"The step's corrector is enabled but {type(self.step).__name__}.step "
+                    "returned an empty `uncorrected`, so corrector_loss has no effect. "
+                    "Return the pre-correction values of the modified variables, or set "
+                    "corrector_loss to null.",
+                    EmptyUncorrectedWarning,
+                    stacklevel=3,
+                )
+        elif (
+            not self._warned_detached
+            and is_detached(step_output.uncorrected)
+            and not is_detached(step_output.output)
+        ):
+            self._warned_detached = True
+            warnings.warn(
+                f"{type(self.step).__name__}.step returned `uncorrected` detached although "
+                "called with detach_uncorrected=False; gradients through the correction "
+                "are then wrong. Detach only when detach_uncorrected is True.",
+                AttachedGraphWarning,
+                stacklevel=3,
+            )
+
+    def train_on_batch(
+        self, data: TensorMapping, data_mask: TensorMapping | None = None
+    ) -> TrainOutput:
+        """Roll out, take the loss of every step, and step the optimizer.
+
+        Args:
+            data: physical units, ``(n_batch, n_time, *spatial)``; see the
+                module docstring.
+            data_mask: optional per-variable masks (True = valid),
+                broadcastable to ``(n_batch, *spatial)``.
+        """
+        n_batch, n_forward_steps = self._validate_batch(data)
+        step, optimization = self.step, self.optimization
+        step.modules.train()
+        optimization.zero_grad()
+
+        def members(x: torch.Tensor) -> torch.Tensor:
+            return x.repeat_interleave(self.n_ensemble, dim=0)
+
+        state: TensorDict = {n: members(data[n][:, 0]) for n in step.prognostic_names}
+        metrics: dict[str, torch.Tensor] = {}
+        channel_sums: dict[str, torch.Tensor] = {}
+        regularization_sum: torch.Tensor | None = None
+        step_outputs: list[StepOutput] = []
+        for i in range(n_forward_steps):
+            input = {**state, **{n: members(data[n][:, i]) for n in step.forcing_names}}
+            step_output = step.step(input, detach_uncorrected=self._detach_uncorrected)
+            self._check_step_output(step_output)
+            target = {n: data[n][:, i + 1] for n in step.out_names}
+            result = self.loss(step_output, target, step=i, data_mask=data_mask)
+            optimization.accumulate_loss(result.total())
+            metrics[f"loss_step_{i}"] = result.main.total().detach()
+            for name, value in result.main.channel_losses().items():
+                channel_sums[name] = channel_sums.get(name, 0.0) + value.detach()
+            if result.regularization is not None:
+                reg = result.regularization.detach()
+                metrics[f"corrector_regularization_step_{i}"] = reg
+                regularization_sum = reg if regularization_sum is None else regularization_sum + reg
+            step_outputs.append(_detached(step_output))
+            state = optimization.detach_if_using_gradient_accumulation(
+                {n: step_output.output[n] for n in step.prognostic_names}
+            )
+        optimization.step_weights()
+        metrics["loss"] = optimization.get_accumulated_loss()
+        if regularization_sum is not None:
+            metrics["corrector_regularization"] = regularization_sum
+        metrics.update({f"loss/{n}": v for n, v in channel_sums.items()})
+        gen = {n: torch.stack([s.output[n] for s in step_outputs], 1) for n in step.out_names}
+        target_data = {n: data[n][:, 1:] for n in step.out_names}
+        return TrainOutput(metrics, gen, target_data, step_outputs, n_batch)
+
+    def get_state(self) -> dict[str, Any]:
+        """Config (plain data), loss normalizer, step weights and optimizer state."""
+        return {
+            "config": dataclasses.asdict(self.config),
+            "normalizer": self.normalizer.get_state(),
+            "step": self.step.get_state(),
+            "optimization": self.optimization.get_state(),
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: Mapping[str, Any],
+        step: StepABC,
+        area_weights: torch.Tensor | None = None,
+    ) -> "TrainStepper":
+        """Rebuild from ``get_state()`` output (or an older checkpoint).
+
+        ``step`` must have the architecture the weights were saved from; its
+        weights are overwritten. The config is loaded strictly, so a config
+        written before a field existed gets that field's default (e.g.
+        ``corrector_loss`` None). A missing ``optimization`` entry leaves a
+        fresh optimizer.
+        """
+        config = TrainStepperConfig.from_dict(state["config"])
+        step.load_state(state["step"])
+        stepper = config.build(
+            step, StandardNormalizer.from_state(state["normalizer"]), area_weights
+        )
+        if "optimization" in state:
+            stepper.optimization.load_state(state["optimization"])
+        return stepper
