@@ -140,6 +140,8 @@ class SingleModuleStep(StepABC):
             )
         if len(set(out_names)) != len(out_names) or len(set(in_names)) != len(in_names):
             raise ValueError("in_names and out_names must not repeat a name.")
+        if corrector is not None:
+            corrector.validate(in_names, out_names)
         self._modules = nn.ModuleList([module])
         self.normalizer = normalizer
         self._in_names = list(in_names)

@@ -20,6 +20,7 @@ Public API
         config, step, normalizer (the loss normalizer), loss (the one
         StepOutputLoss), optimization
         train_on_batch(data: TensorMapping, data_mask: TensorMapping | None = None) -> TrainOutput
+        predict(data: TensorMapping) -> list[StepOutput]   # plain: uncorrected detached
         get_aggregator() -> TrainAggregator
         get_state() -> dict;  TrainStepper.from_state(state, step, area_weights=None)
 
@@ -36,8 +37,10 @@ It returns a :class:`TrainOutput` whose ``metrics`` (detached 0-d tensors) are
 - ``loss``: the optimized loss, ``sum_i result_i.total()``;
 - ``loss_step_{i}``: ``result_i.main.total()`` (the step-decayed main loss);
 - ``loss/{name}``: per-channel main loss summed over steps (active channels);
-- ``corrector_regularization_step_{i}`` and ``corrector_regularization``
-  (``sum_i``): only when regularization is configured.
+- ``corrector_regularization_step_{i}``: ``result_i.regularization`` and
+  ``corrector_regularization``: their sum over steps (the penalty's share of
+  ``loss``), only when regularization is configured. So
+  ``loss == sum_i loss_step_{i} + corrector_regularization``.
 
 ``gen_data`` (corrected predictions), ``target_data`` and ``step_outputs``
 (each step's ``StepOutput``, detached) let callers check the rollout. After
@@ -55,7 +58,7 @@ accumulates ``result.total()`` once per optimized step, and asks the step for
 
 import dataclasses
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import dacite
@@ -256,6 +259,44 @@ class TrainStepper:
                 stacklevel=3,
             )
 
+    def _rollout(
+        self,
+        data: TensorMapping,
+        n_forward_steps: int,
+        detach_uncorrected: bool,
+        prepare_state: Callable[[TensorMapping], TensorDict] = dict,
+    ) -> Iterator[StepOutput]:
+        """The predict generator: yields each step's ``StepOutput``.
+
+        The initial condition and forcings are repeated ``n_ensemble`` times;
+        each step's corrected prognostic outputs, passed through
+        ``prepare_state``, are the next step's input.
+        """
+        step = self.step
+
+        def members(x: torch.Tensor) -> torch.Tensor:
+            return x.repeat_interleave(self.n_ensemble, dim=0)
+
+        state: TensorDict = {n: members(data[n][:, 0]) for n in step.prognostic_names}
+        for i in range(n_forward_steps):
+            input = {**state, **{n: members(data[n][:, i]) for n in step.forcing_names}}
+            step_output = step.step(input, detach_uncorrected=detach_uncorrected)
+            yield step_output
+            state = prepare_state({n: step_output.output[n] for n in step.prognostic_names})
+
+    def predict(self, data: TensorMapping) -> list[StepOutput]:
+        """Plain prediction: a rollout with ``detach_uncorrected=True``.
+
+        Args:
+            data: as for ``train_on_batch`` (targets are not used).
+
+        Returns:
+            Each step's ``StepOutput`` as the step returned it (``uncorrected``
+            detached; wrap in ``torch.no_grad()`` for inference).
+        """
+        _, n_forward_steps = self._validate_batch(data)
+        return list(self._rollout(data, n_forward_steps, detach_uncorrected=True))
+
     def train_on_batch(
         self, data: TensorMapping, data_mask: TensorMapping | None = None
     ) -> TrainOutput:
@@ -268,43 +309,41 @@ class TrainStepper:
                 broadcastable to ``(n_batch, *spatial)``.
         """
         n_batch, n_forward_steps = self._validate_batch(data)
-        step, optimization = self.step, self.optimization
-        step.modules.train()
+        optimization = self.optimization
+        self.step.modules.train()
         optimization.zero_grad()
-
-        def members(x: torch.Tensor) -> torch.Tensor:
-            return x.repeat_interleave(self.n_ensemble, dim=0)
-
-        state: TensorDict = {n: members(data[n][:, 0]) for n in step.prognostic_names}
         metrics: dict[str, torch.Tensor] = {}
         channel_sums: dict[str, torch.Tensor] = {}
         regularization_sum: torch.Tensor | None = None
         step_outputs: list[StepOutput] = []
-        for i in range(n_forward_steps):
-            input = {**state, **{n: members(data[n][:, i]) for n in step.forcing_names}}
-            step_output = step.step(input, detach_uncorrected=self._detach_uncorrected)
+        rollout = self._rollout(
+            data,
+            n_forward_steps,
+            detach_uncorrected=self._detach_uncorrected,
+            prepare_state=optimization.detach_if_using_gradient_accumulation,
+        )
+        for i, step_output in enumerate(rollout):
             self._check_step_output(step_output)
-            target = {n: data[n][:, i + 1] for n in step.out_names}
+            target = {n: data[n][:, i + 1] for n in self.step.out_names}
             result = self.loss(step_output, target, step=i, data_mask=data_mask)
             optimization.accumulate_loss(result.total())
             metrics[f"loss_step_{i}"] = result.main.total().detach()
             for name, value in result.main.channel_losses().items():
-                channel_sums[name] = channel_sums.get(name, 0.0) + value.detach()
+                value = value.detach()
+                channel_sums[name] = channel_sums[name] + value if name in channel_sums else value
             if result.regularization is not None:
                 reg = result.regularization.detach()
                 metrics[f"corrector_regularization_step_{i}"] = reg
                 regularization_sum = reg if regularization_sum is None else regularization_sum + reg
             step_outputs.append(_detached(step_output))
-            state = optimization.detach_if_using_gradient_accumulation(
-                {n: step_output.output[n] for n in step.prognostic_names}
-            )
         optimization.step_weights()
         metrics["loss"] = optimization.get_accumulated_loss()
         if regularization_sum is not None:
             metrics["corrector_regularization"] = regularization_sum
         metrics.update({f"loss/{n}": v for n, v in channel_sums.items()})
-        gen = {n: torch.stack([s.output[n] for s in step_outputs], 1) for n in step.out_names}
-        target_data = {n: data[n][:, 1:] for n in step.out_names}
+        out_names = self.step.out_names
+        gen = {n: torch.stack([s.output[n] for s in step_outputs], 1) for n in out_names}
+        target_data = {n: data[n][:, 1:] for n in out_names}
         return TrainOutput(metrics, gen, target_data, step_outputs, n_batch)
 
     def get_state(self) -> dict[str, Any]:

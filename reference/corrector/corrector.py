@@ -24,6 +24,11 @@ class CorrectorABC(abc.ABC):
         A step puts exactly these in ``StepOutput.uncorrected``.
         """
 
+    def validate(self, in_names: Sequence[str], out_names: Sequence[str]) -> None:
+        """Raise ``ValueError`` if the corrector cannot work on these variables
+        (default: it can)."""
+        return None
+
     @abc.abstractmethod
     def __call__(self, input: TensorMapping, gen_output: TensorMapping) -> TensorDict:
         """The corrected output.
@@ -85,15 +90,19 @@ class ConservationCorrector(CorrectorABC):
             if n in self.conserve_global_mean_names or self.force_positive.matches(n)
         ]
 
-    def __call__(self, input: TensorMapping, gen_output: TensorMapping) -> TensorDict:
-        out = dict(gen_output)
+    def validate(self, in_names: Sequence[str], out_names: Sequence[str]) -> None:
         for name in self.conserve_global_mean_names:
-            if name not in input or name not in gen_output:
+            if name not in in_names or name not in out_names:
                 raise ValueError(
                     f"conserve_global_mean_names has {name!r}, but it is not in both the "
-                    f"step input ({sorted(input)}) and output ({sorted(gen_output)}); "
+                    f"step's in_names ({list(in_names)}) and out_names ({list(out_names)}); "
                     "make it a prognostic variable or remove it."
                 )
+
+    def __call__(self, input: TensorMapping, gen_output: TensorMapping) -> TensorDict:
+        self.validate(list(input), list(gen_output))
+        out = dict(gen_output)
+        for name in self.conserve_global_mean_names:
             gen = gen_output[name]
             out[name] = gen + (
                 global_mean(input[name], self.area_weights) - global_mean(gen, self.area_weights)
