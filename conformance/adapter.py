@@ -358,8 +358,12 @@ class TrainOutcome:
         metrics: the batch metrics as floats; must include ``loss_step_{i}``
             (main total of step ``i``), ``corrector_regularization_step_{i}``
             (penalty of step ``i``, only when regularization is on) and the
-            aggregate ``corrector_regularization`` (mean of the per-step
-            penalties, only when regularization is on).
+            batch aggregate ``corrector_regularization`` (the *sum* of the
+            per-step penalties, i.e. the penalty's share of the optimized
+            loss, only when regularization is on), so that
+            ``loss == sum_i loss_step_{i} + corrector_regularization``
+            when ``loss`` is reported. Epoch aggregation averages this
+            batch value over batches.
         gradients: ``name -> grad`` for every parameter of the suite step
             (``named_parameters()``), holding the gradient of the batch's
             optimized loss before any optimizer update (None if it got none).
