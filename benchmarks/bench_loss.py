@@ -1,0 +1,312 @@
+"""Benchmarks of the reference ``StepOutputLoss`` (issue 6).
+
+Prints one table per size of forward+backward times and of the ratios the
+issue sets targets for, all measured in the same run:
+
+- P1: ``StepOutputLoss`` with no corrector loss / bare ``StepLoss`` (<= 1.01)
+- P2: both corrector features on (MSE penalty) / bare ``StepLoss`` (<= 1.30)
+- P3: peak memory of a ``TrainStepper.train_on_batch`` rollout of 1, 2, 4, 8
+  steps, both features on, with and without gradient accumulation
+  (``--memory``; one subprocess per configuration)
+- P4: wall time of ``pytest`` against the reference (``--suite``)
+- P5: ours / fme's, when the released ``fme`` package is importable (<= 0.25)
+
+Usage::
+
+    python benchmarks/bench_loss.py                  # P1, P2 (+P5) at both sizes
+    python benchmarks/bench_loss.py --memory --suite # + P3, P4
+    python benchmarks/bench_loss.py --size small --quick   # CI smoke test
+
+Timing: every case is a forward *and* backward pass
+(``torch.autograd.grad`` of ``total()`` with respect to every input that
+requires grad). Cases are interleaved round by round after warm-up rounds
+that are not recorded; a case's time is the median over rounds, and a ratio
+is the median over rounds of the paired per-round ratio. Nothing here
+asserts a timing: the script only reports.
+"""
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.benchmark import Timer
+
+from reference.corrector.loss import (
+    CorrectorLossConfig,
+    CorrectorRegularizationConfig,
+    PreCorrectorOptimizationConfig,
+    build_step_output_loss,
+)
+from reference.loss_config import LossConfig, StepLossConfig
+from reference.normalizer import StandardNormalizer
+from reference.step_output import StepOutput
+
+try:
+    import fme  # type: ignore[import-not-found]
+except ImportError:  # the peer is optional: P5 is skipped without it
+    fme = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    n_batch: int
+    n_channels: int
+    n_lat: int
+    n_lon: int
+    n_corrected: int
+
+    def describe(self) -> str:
+        return (
+            f"batch {self.n_batch}, {self.n_channels} channels ({self.n_corrected} corrected), "
+            f"{self.n_lat}x{self.n_lon} grid, float32"
+        )
+
+
+SIZES = {
+    "small": Size(n_batch=2, n_channels=8, n_lat=16, n_lon=32, n_corrected=2),
+    "ace": Size(n_batch=4, n_channels=40, n_lat=180, n_lon=360, n_corrected=10),
+}
+
+
+@dataclasses.dataclass
+class Inputs:
+    """One step's tensors, physical units, each ``(n_batch, n_lat, n_lon)``.
+
+    ``output`` and ``uncorrected`` are leaves that require grad (what a
+    model and its corrector hand the loss); ``deltas`` holds
+    ``output - uncorrected`` for the corrected channels as leaves of its own,
+    which is what fme's ``StepOutputLoss`` takes instead of ``uncorrected``
+    (in fme the step computes them, so their cost is not the loss's).
+    """
+
+    names: list[str]
+    corrected: list[str]
+    means: dict[str, float]
+    stds: dict[str, float]
+    output: dict[str, torch.Tensor]
+    uncorrected: dict[str, torch.Tensor]
+    deltas: dict[str, torch.Tensor]
+    target: dict[str, torch.Tensor]
+
+
+def make_inputs(size: Size, seed: int = 0) -> Inputs:
+    g = torch.Generator().manual_seed(seed)
+    names = [f"var{i:02d}" for i in range(size.n_channels)]
+    corrected = names[: size.n_corrected]
+    means = {n: 10.0 * i - 50.0 for i, n in enumerate(names)}
+    stds = {n: 0.5 + 0.25 * i for i, n in enumerate(names)}
+    shape = (size.n_batch, size.n_lat, size.n_lon)
+
+    def field(n: str, spread: float = 1.0) -> torch.Tensor:
+        return means[n] + spread * stds[n] * torch.randn(shape, generator=g)
+
+    target = {n: field(n) for n in names}
+    output = {n: field(n).requires_grad_() for n in names}
+    corrections = {n: 0.1 * stds[n] * torch.randn(shape, generator=g) for n in corrected}
+    uncorrected = {n: (output[n].detach() - c).requires_grad_() for n, c in corrections.items()}
+    deltas = {n: c.clone().requires_grad_() for n, c in corrections.items()}
+    return Inputs(names, corrected, means, stds, output, uncorrected, deltas, target)
+
+
+@dataclasses.dataclass
+class Case:
+    """A loss call: ``total()`` returns the 0-d loss; ``wrt`` are the inputs
+    differentiated in the timed backward pass."""
+
+    label: str
+    total: Callable[[], torch.Tensor]
+    wrt: list[torch.Tensor]
+
+    def forward_backward(self) -> None:
+        torch.autograd.grad(self.total(), self.wrt)
+
+
+def reference_cases(x: Inputs) -> dict[str, Case]:
+    normalizer = StandardNormalizer(x.means, x.stds)
+    step_loss = StepLossConfig(type="MSE").build(x.names, normalizer)
+    pass_through = build_step_output_loss(None, step_loss)
+    both = CorrectorLossConfig(
+        precorrector_optimization=PreCorrectorOptimizationConfig([]),
+        regularization=CorrectorRegularizationConfig(LossConfig(type="MSE"), weight=1.0),
+    ).build(step_loss)
+    step_output = StepOutput(x.output, x.uncorrected)
+
+    def bare_step_loss() -> torch.Tensor:
+        # what a stepper calling StepLoss directly does: unfold the ensemble
+        # dim (n_ensemble = 1) of predictions and targets, then call it
+        predict = {k: v.unsqueeze(1) for k, v in x.output.items()}
+        target = {k: v.unsqueeze(1) for k, v in x.target.items()}
+        return step_loss(predict, target, 1).total()
+
+    outputs = list(x.output.values())
+    # with pre-corrector optimization on, the corrected outputs reach the
+    # loss only through the penalty; both features use every leaf
+    return {
+        "step": Case("ours StepLoss", bare_step_loss, outputs),
+        "pass": Case(
+            "ours StepOutputLoss, no corrector loss",
+            lambda: pass_through(step_output, x.target, 1).total(),
+            outputs,
+        ),
+        "both": Case(
+            "ours StepOutputLoss, both features (MSE)",
+            lambda: both(step_output, x.target, 1).total(),
+            outputs + list(x.uncorrected.values()),
+        ),
+    }
+
+
+def fme_cases(x: Inputs) -> dict[str, Case]:
+    """The same calls on the released fme package (API read from its source)."""
+    from fme.core.corrector import loss_config as fme_corrector
+    from fme.core.loss import StepLossConfig as FmeStepLossConfig
+    from fme.core.loss import StepOutputLoss as FmeStepOutputLoss
+    from fme.core.normalizer import StandardNormalizer as FmeNormalizer
+
+    normalizer = FmeNormalizer(
+        means={k: torch.tensor(v) for k, v in x.means.items()},
+        stds={k: torch.tensor(v) for k, v in x.stds.items()},
+    )
+    step_loss = FmeStepLossConfig(type="MSE").build(None, x.names, normalizer)
+    corrector_loss = fme_corrector.CorrectorLossConfig(
+        precorrector_optimization=fme_corrector.PreCorrectorOptimizationConfig(x.corrected),
+        regularization=fme_corrector.CorrectorRegularizationConfig(x.corrected, "L2", 1.0),
+    ).build(x.names, normalizer, channel_dim=-3)
+    pass_through = FmeStepOutputLoss(step_loss, None)
+    both = FmeStepOutputLoss(step_loss, corrector_loss)
+    outputs = list(x.output.values())
+    return {
+        "fme_step": Case("fme StepLoss", lambda: step_loss(x.output, x.target, 1).total(), outputs),
+        "fme_pass": Case(
+            "fme StepOutputLoss, no corrector loss",
+            lambda: pass_through(x.output, x.target, 1, deltas=x.deltas).total(),
+            outputs,
+        ),
+        "fme_both": Case(
+            "fme StepOutputLoss, both features (L2)",
+            lambda: both(x.output, x.target, 1, deltas=x.deltas).total(),
+            outputs + list(x.deltas.values()),
+        ),
+    }
+
+
+def time_cases(
+    cases: dict[str, Case], rounds: int, warmup: int, threads: int
+) -> dict[str, list[float]]:
+    """Seconds per forward+backward of each case, one sample per round;
+    the cases run interleaved so drift hits all of them alike."""
+    timers = {
+        key: Timer("run()", globals={"run": case.forward_backward}, num_threads=threads)
+        for key, case in cases.items()
+    }
+    samples: dict[str, list[float]] = {key: [] for key in cases}
+    for r in range(warmup + rounds):
+        for key, timer in timers.items():
+            seconds = timer.timeit(number=1).median
+            if r >= warmup:
+                samples[key].append(seconds)
+    return samples
+
+
+def paired_ratio(samples: dict[str, list[float]], num: str, den: str) -> float:
+    return statistics.median(a / b for a, b in zip(samples[num], samples[den]))
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return q1, q2, q3
+
+
+def check_agreement(ours: dict[str, Case], peer: dict[str, Case]) -> str:
+    """Relative difference of the loss values, ours vs fme's."""
+    parts = []
+    for a, b in [("step", "fme_step"), ("both", "fme_both")]:
+        with torch.no_grad():
+            va, vb = ours[a].total().double(), peer[b].total().double()
+        parts.append(f"{a}: {float(abs(va - vb) / abs(vb)):.1e}")
+    return "ours vs fme loss values, relative difference: " + ", ".join(parts)
+
+
+def loss_table(size_name: str, rounds: int, warmup: int, threads: int) -> None:
+    size = SIZES[size_name]
+    x = make_inputs(size)
+    cases = reference_cases(x)
+    if fme is not None:
+        peer = fme_cases(x)
+        cases.update(peer)
+    samples = time_cases(cases, rounds, warmup, threads)
+    print(f"\n## size {size_name}: {size.describe()}")
+    print(
+        f"forward+backward, {rounds} interleaved rounds after {warmup} warm-up rounds; "
+        "median [quartiles]"
+    )
+    print("\n| case | ms |\n| --- | --- |")
+    for key, case in cases.items():
+        q1, q2, q3 = (1e3 * v for v in quartiles(samples[key]))
+        print(f"| {case.label} | {q2:.3f} [{q1:.3f}, {q3:.3f}] |")
+    rows = [
+        ("P1", "ours no corrector loss / ours StepLoss", "pass", "step", 1.01),
+        ("P2", "ours both features / ours StepLoss", "both", "step", 1.30),
+    ]
+    if fme is not None:
+        rows += [
+            ("P5", "ours StepLoss / fme StepLoss", "step", "fme_step", 0.25),
+            ("P5", "ours both features / fme both features", "both", "fme_both", 0.25),
+            ("fme", "fme no corrector loss / fme StepLoss", "fme_pass", "fme_step", None),
+            ("fme", "fme both features / fme StepLoss", "fme_both", "fme_step", None),
+        ]
+    print("\n| | ratio (median of per-round ratios) | value | target |\n| --- | --- | --- | --- |")
+    for tag, what, num, den, target in rows:
+        value = paired_ratio(samples, num, den)
+        verdict = (
+            "" if target is None else f"<= {target:.2f} {'met' if value <= target else 'MISSED'}"
+        )
+        print(f"| {tag} | {what} | {value:.3f} | {verdict} |")
+    if fme is not None:
+        print("\n" + check_agreement(cases, peer))
+    else:
+        print("\n(P5 skipped: the fme package is not importable in this environment)")
+
+
+def describe_machine(threads: int) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line
+        )
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        pass
+    peer = f"fme {fme.__version__}" if fme is not None else "fme not installed"
+    return (
+        f"CPU: {cpu}, {os.cpu_count()} logical cores; torch {torch.__version__}, "
+        f"{threads} threads; python {platform.python_version()}; {peer}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=[*SIZES, "all"], default="all")
+    parser.add_argument("--quick", action="store_true", help="few rounds: a smoke test")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per case")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rounds = args.rounds or (3 if args.quick else 30)
+    warmup = 1 if args.quick else 3
+    print("# StepOutputLoss benchmarks")
+    print(describe_machine(args.threads))
+    start = time.perf_counter()
+    for size_name in SIZES if args.size == "all" else [args.size]:
+        loss_table(size_name, rounds, warmup, args.threads)
+    print(f"\n(total {time.perf_counter() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
