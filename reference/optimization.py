@@ -17,6 +17,7 @@ Gradients are zeroed by ``zero_grad()`` at the *start* of a batch, so after
 batch's loss (taken at the weights before the update).
 """
 
+import copy
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
@@ -106,7 +107,8 @@ class Optimization:
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        # a deep copy: torch would otherwise share the moment tensors with `state`
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
 
 
 @dataclasses.dataclass
