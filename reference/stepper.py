@@ -253,8 +253,9 @@ class TrainStepper:
             self._warned_detached = True
             warnings.warn(
                 f"{type(self.step).__name__}.step returned `uncorrected` detached although "
-                "called with detach_uncorrected=False; gradients through the correction "
-                "are then wrong. Detach only when detach_uncorrected is True.",
+                "called with detach_uncorrected=False. If the pre-correction values depend "
+                "on trainable parameters, gradients through the correction are then wrong: "
+                "detach only when detach_uncorrected is True.",
                 AttachedGraphWarning,
                 stacklevel=3,
             )
