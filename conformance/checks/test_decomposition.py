@@ -1,0 +1,60 @@
+"""The result decomposes: ``regularization`` is None exactly when the penalty
+is off, ``main_total`` is the mean of the per-channel main losses, and
+``total == main_total + regularization``."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance import oracle
+from conformance.adapter import StepOutputLossAdapter
+from conformance.assertions import assert_close, assert_true
+from conformance.harness import describe, run_loss
+from fixtures.cases import Option, feature_combinations, main_case, pid
+
+PROP = "total() decomposition"
+STEP = 1
+
+
+@pytest.mark.parametrize("features", feature_combinations(), ids=pid)
+def check_total_is_main_plus_regularization(
+    adapter: StepOutputLossAdapter, features: Option
+) -> None:
+    exclude, reg = features.value
+    case = main_case()
+    spec = case.spec(exclude=exclude, regularization=reg)
+    output, uncorrected, target = case.fresh()
+    inputs = describe(spec, case.id, step=STEP)
+    result = run_loss(adapter.build_loss(spec), output, uncorrected, target, STEP)
+    assert_true(
+        (result.regularization is None) == (reg is None),
+        prop=PROP,
+        problem="regularization must be None exactly when the penalty is off",
+        inputs=inputs,
+        expected="None" if reg is None else "a tensor",
+        actual=repr(result.regularization),
+    )
+    expected_total = oracle.total(spec, output, uncorrected, target, STEP)
+    alternatives = {}
+    if reg is not None:
+        alternatives["main_total alone (regularization left out)"] = (
+            expected_total - oracle.penalty(spec, output, uncorrected)
+        )
+    assert_close(
+        result.total,
+        expected_total,
+        prop=PROP,
+        quantity="total",
+        inputs=inputs,
+        meaning="main_total + regularization",
+        alternatives=alternatives,
+    )
+    own = result.main_total + (0.0 if result.regularization is None else result.regularization)
+    assert_close(
+        result.total,
+        own,
+        prop=PROP,
+        quantity="total vs the result's own main_total + regularization",
+        inputs=inputs,
+        meaning="the implementation's own parts",
+    )

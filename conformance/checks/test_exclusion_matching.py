@@ -1,0 +1,125 @@
+"""Exclusions of pre-corrector optimization: the name-and-prefix rules (bare
+``x`` = ``x`` and every ``x_<n>``; prefix ``x_`` = every ``x_<n>``; explicit
+``x_<n>`` = exactly that; literal text), and the handling of entries that
+match no corrected variable (warn once, or raise)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from conformance.adapter import Capability, StepOutputLossAdapter
+from conformance.assertions import assert_raises_naming, fail
+from conformance.harness import assert_main_loss, describe, run_loss
+from conformance.plugin import requires
+from fixtures.cases import Option, main_case, pid
+
+PROP = "exclusion matching"
+STEP = 1
+
+# main case: corrected = ps, q_1, q_2, q2m (q_0 and t are not corrected).
+# value: (entries, the corrected variables that stay swapped) -- hand-written.
+RULES = [
+    Option("bare-2d-name", (("ps",), {"q_1", "q_2", "q2m"})),
+    Option("bare-3d-name", (("q",), {"ps", "q2m"})),  # q matches q_1, q_2, not q2m
+    Option("level-prefix", (("q_",), {"ps", "q2m"})),
+    Option("explicit-level", (("q_2",), {"ps", "q_1", "q2m"})),
+    Option("2d-name-sharing-a-stem", (("q2m",), {"ps", "q_1", "q_2"})),
+    Option("prefix-and-level", (("q_1", "ps"), {"q_2", "q2m"})),
+]
+
+
+@requires(Capability.EXCLUSION_MATCHER)
+@pytest.mark.parametrize("rule", RULES, ids=pid)
+def check_exclusion_keeps_corrected_value(adapter: StepOutputLossAdapter, rule: Option) -> None:
+    """Matched corrected variables keep their corrected value in the main loss."""
+    entries, still_swapped = rule.value
+    case = main_case()
+    spec = case.spec(exclude=entries)
+    output, uncorrected, target = case.fresh()
+    result = run_loss(adapter.build_loss(spec), output, uncorrected, target, STEP)
+    assert_main_loss(
+        result,
+        spec,
+        output,
+        uncorrected,
+        target,
+        STEP,
+        prop=PROP,
+        inputs=describe(spec, case.id, swapped=sorted(still_swapped)),
+    )
+
+
+UNMATCHED = ("ps", "zz", "q_7")  # zz: no such variable; q_7: no such level
+
+
+def _user_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+@requires(Capability.WARN_ONCE_UNMATCHED)
+def check_unmatched_entry_warns_once(adapter: StepOutputLossAdapter) -> None:
+    """Over 3 steps, exactly one warning, naming every unmatched entry."""
+    case = main_case()
+    spec = case.spec(exclude=UNMATCHED)
+    inputs = describe(spec, case.id, steps=[0, 1, 2])
+    loss = adapter.build_loss(spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(3):
+            output, uncorrected, target = case.fresh()
+            run_loss(loss, output, uncorrected, target, step)
+    about = [m for m in _user_warnings(caught) if "zz" in m or "q_7" in m]
+    if len(about) != 1:
+        fail(
+            PROP,
+            "unmatched exclusion entries must warn exactly once per loss object",
+            inputs,
+            "1 warning naming 'zz' and 'q_7'",
+            f"{len(about)} warning(s): {about}",
+        )
+    if not ("zz" in about[0] and "q_7" in about[0]):
+        fail(
+            PROP, "the warning must name every unmatched entry", inputs, "'zz' and 'q_7'", about[0]
+        )
+
+
+def check_matched_entries_do_not_complain(adapter: StepOutputLossAdapter) -> None:
+    """Entries that all match a corrected variable neither warn nor raise."""
+    case = main_case()
+    spec = case.spec(exclude=("ps", "q_"))
+    inputs = describe(spec, case.id)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            loss = adapter.build_loss(spec)
+            for step in range(2):
+                output, uncorrected, target = case.fresh()
+                run_loss(loss, output, uncorrected, target, step)
+        except Exception as err:  # noqa: BLE001 - reported
+            fail(PROP, "matched entries raised", inputs, "no error", f"{type(err).__name__}: {err}")
+    complaints = _user_warnings(caught)
+    if complaints:
+        fail(PROP, "matched entries warned", inputs, "no UserWarning", complaints)
+
+
+@requires(Capability.RAISE_ON_UNMATCHED)
+def check_unmatched_entry_raises(adapter: StepOutputLossAdapter) -> None:
+    """An entry that matches no corrected variable is an error naming it
+    (at build time or on the first call)."""
+    case = main_case()
+    spec = case.spec(exclude=("ps", "zz"))
+
+    def build_and_call() -> None:
+        loss = adapter.build_loss(spec)
+        output, uncorrected, target = case.fresh()
+        run_loss(loss, output, uncorrected, target, 0)
+
+    assert_raises_naming(
+        build_and_call,
+        prop=PROP,
+        what="an entry matching no corrected variable",
+        inputs=describe(spec, case.id),
+        must_mention=["zz"],
+    )

@@ -1,0 +1,39 @@
+"""The loss does not modify its inputs: after a call and a backward, the
+``output``, ``uncorrected`` and target mappings have the same keys, the same
+tensor objects and the same values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conformance.adapter import StepOutputLossAdapter
+from conformance.assertions import fail
+from conformance.harness import describe, run_loss
+from fixtures.cases import Option, feature_combinations, main_case, pid
+
+PROP = "inputs not mutated"
+
+
+@pytest.mark.parametrize("features", feature_combinations(), ids=pid)
+def check_inputs_not_mutated(adapter: StepOutputLossAdapter, features: Option) -> None:
+    exclude, reg = features.value
+    case = main_case()
+    spec = case.spec(exclude=exclude, regularization=reg)
+    output, uncorrected, target = case.fresh()
+    inputs = describe(spec, case.id)
+    mappings = {"output": output, "uncorrected": uncorrected, "target": target}
+    before = {
+        name: ({k: id(v) for k, v in m.items()}, {k: v.clone() for k, v in m.items()})
+        for name, m in mappings.items()
+    }
+    run_loss(adapter.build_loss(spec), output, uncorrected, target, 1)
+    for name, m in mappings.items():
+        ids, values = before[name]
+        if list(m) != list(ids):
+            fail(PROP, f"the keys of {name} changed", inputs, list(ids), list(m))
+        for k, v in m.items():
+            if id(v) != ids[k]:
+                fail(PROP, f"{name}[{k!r}] was replaced by another tensor", inputs)
+            if not torch.equal(v, values[k]):
+                fail(PROP, f"{name}[{k!r}] was modified in place", inputs)
