@@ -74,9 +74,9 @@ def _first_line(text: str) -> str:
 
 
 def _failure_line(report: pytest.TestReport) -> str:
-    crash = getattr(report.longrepr, "reprcrash", None)
-    if crash is not None and getattr(crash, "message", ""):
-        return _first_line(crash.message)
+    message = str(getattr(getattr(report.longrepr, "reprcrash", None), "message", None) or "")
+    if message:
+        return _first_line(message)
     return _first_line(str(report.longrepr))
 
 
