@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from conformance.adapter import Capability, StepOutputLossAdapter
+from conformance.strategies import THOROUGH as _THOROUGH  # noqa: F401  (registers the hypothesis profiles)
 
 ENV_VAR = "STEPOUTPUTLOSS_IMPL"
 DEFAULT_IMPL = "fixtures.adapters.reference:make_adapter"
