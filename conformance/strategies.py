@@ -69,7 +69,7 @@ def property_settings() -> settings:
     ``--hypothesis-profile stepoutputloss-no-shrink`` are used as loaded;
     otherwise a fast, derandomized run of :data:`FAST_EXAMPLES` examples that
     shrinks a failure to a minimal case."""
-    current = settings.default
+    current = settings.default or settings()
     name = getattr(settings, "get_current_profile_name", lambda: "")()
     if name in (THOROUGH, NO_SHRINK) or current.max_examples >= THOROUGH_EXAMPLES:
         return settings(current)
