@@ -60,14 +60,18 @@ def _user_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 
 @requires(Capability.WARN_ONCE_UNMATCHED)
 def check_unmatched_entry_warns_once(adapter: StepOutputLossAdapter) -> None:
-    """Over 3 steps, exactly one warning, naming every unmatched entry."""
+    """Step 0 corrects nothing (nothing to validate against yet); steps 1-3
+    correct ``ps, q_1, q_2, q2m``. Exactly one warning, naming every unmatched
+    entry, over the whole run."""
     case = main_case()
     spec = case.spec(exclude=UNMATCHED)
-    inputs = describe(spec, case.id, steps=[0, 1, 2])
+    inputs = describe(spec, case.id, steps="0 (nothing corrected), 1, 2, 3")
     loss = adapter.build_loss(spec)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for step in range(3):
+        output, _, target = case.fresh()
+        run_loss(loss, output, {}, target, 0)
+        for step in range(1, 4):
             output, uncorrected, target = case.fresh()
             run_loss(loss, output, uncorrected, target, step)
     about = [m for m in _user_warnings(caught) if "zz" in m or "q_7" in m]
