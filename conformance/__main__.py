@@ -5,8 +5,14 @@ write the conformance report.
         [--xfails known_failures.txt] [--report report.md] [--json report.json] \\
         [-- extra pytest arguments]
 
-Prints the summary line; exits 0 when no check failed, 1 otherwise, and with
+Prints the report (per property module, then every check that did not
+pass, then the summary line); exits 0 when no check failed, 1 otherwise, and with
 pytest's own code for usage or internal errors.
+
+Property checks run under the ``stepoutputloss-no-shrink`` hypothesis profile
+unless the extra arguments name a ``--hypothesis-profile``: a report needs
+each check's outcome, not a minimal falsifying example. For the minimal
+example of a failing property, run that check with pytest directly.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from conformance.plugin import CHECKS_DIR, DEFAULT_IMPL, load_adapter
-from conformance.report import ReportCollector, build_report, summary_line, to_json, to_markdown
+from conformance.report import ReportCollector, build_report, to_json, to_markdown, to_text
+from conformance.strategies import NO_SHRINK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.xfails:
         pytest_args += ["--stepoutputloss-xfails", args.xfails]
+    if not any(a.startswith("--hypothesis-profile") for a in args.pytest_args):
+        pytest_args += ["--hypothesis-profile", NO_SHRINK]
     code = pytest.main(pytest_args + list(args.pytest_args), plugins=[collector])
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return int(code)
@@ -60,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.report).write_text(to_markdown(report))
     if args.json:
         Path(args.json).write_text(to_json(report))
-    line = summary_line(report)
-    print(f"{adapter.name} {adapter.version}: {line}")
+    print(to_text(report))
     return 1 if report["summary"]["failed"] else 0
 
 

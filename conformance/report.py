@@ -74,10 +74,26 @@ def _first_line(text: str) -> str:
 
 
 def _failure_line(report: pytest.TestReport) -> str:
-    message = str(getattr(getattr(report.longrepr, "reprcrash", None), "message", None) or "")
-    if message:
-        return _first_line(message)
-    return _first_line(str(report.longrepr))
+    """The reason of a failure in one line: the suite's ``problem:`` (and
+    ``diagnosis:``) lines when the message has them, else its first line."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = str(getattr(crash, "message", None) or report.longrepr)
+    fields = {}
+    for line in message.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in (
+            "assertionerror: property",
+            "property",
+            "problem",
+            "diagnosis",
+        ):
+            fields[key.strip().lower().removeprefix("assertionerror: ")] = value.strip()
+    if "problem" in fields:
+        detail = fields["problem"]
+        if "diagnosis" in fields:
+            detail += f" ({fields['diagnosis']})"
+        return detail[:300]
+    return _first_line(message)
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -167,6 +183,27 @@ def summary_line(report: dict[str, Any]) -> str:
         f"{s['passed']} passed, {s['failed']} failed, {s['not_applicable']} not applicable, "
         f"{s['xfailed']} xfailed, {s['skipped']} skipped ({s['total']} checks)"
     )
+
+
+def to_text(report: dict[str, Any]) -> str:
+    """The report for a terminal: one line per property module, then every
+    check that did not pass with its detail, then the summary line."""
+    impl = report["implementation"]
+    lines = [f"StepOutputLoss conformance: {impl['name']} {impl['version']} ({impl['adapter']})"]
+    modules: dict[str, dict[str, int]] = {}
+    for c in report["checks"]:
+        counts = modules.setdefault(c["module"], {o: 0 for o in OUTCOMES})
+        counts[c["outcome"]] += 1
+    width = max((len(m) for m in modules), default=0)
+    for module, counts in modules.items():
+        brief = ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in counts.items() if n)
+        lines.append(f"  {module:<{width}}  {brief}")
+    others = [c for c in report["checks"] if c["outcome"] != "passed"]
+    if others:
+        lines.append("not passed:")
+        lines += [f"  {_SYMBOL[c['outcome']]:<8} {c['id']}: {c['detail']}" for c in others]
+    lines.append(summary_line(report))
+    return "\n".join(lines)
 
 
 def to_json(report: dict[str, Any]) -> str:

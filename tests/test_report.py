@@ -1,0 +1,133 @@
+"""``python -m conformance``: the report for the reference and two mutants is
+regenerated and compared with the committed examples in
+``fixtures/snapshots/test_report/`` (update with ``pytest --snapshot-update``).
+The environment line (torch and Python versions) is normalized, so the
+examples hold on every tox env."""
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from snapshot_ext import SNAPSHOT_ROOT, NumericJSONSnapshot
+from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
+
+from conformance.__main__ import main
+from conformance.report import SCHEMA, SCHEMA_VERSION
+
+IMPLS = {
+    "reference": "fixtures.adapters.reference:make_adapter",
+    "mutant-penalty-all-channels": "fixtures.mutants.penalty_all_channels:make_adapter",
+    "mutant-exclusions-ignored": "fixtures.mutants.exclusions_ignored:make_adapter",
+}
+
+
+class MarkdownSnapshot(SingleFileSnapshotExtension):
+    _write_mode = WriteMode.TEXT
+    file_extension = "md"
+
+    @classmethod
+    def dirname(cls, *, test_location: Any) -> str:
+        return str(SNAPSHOT_ROOT / test_location.basename)
+
+
+def _normalize_md(text: str) -> str:
+    return re.sub(r"^- torch .*, Python .*$", "- torch <torch>, Python <python>", text, flags=re.M)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, tuple[int, dict, str]]:
+    out = {}
+    for label, impl in IMPLS.items():
+        d = tmp_path_factory.mktemp(label)
+        code = main(["--impl", impl, "--report", str(d / "r.md"), "--json", str(d / "r.json")])
+        out[label] = (code, json.loads((d / "r.json").read_text()), (d / "r.md").read_text())
+    return out
+
+
+@pytest.mark.parametrize("label", list(IMPLS))
+def test_report_matches_committed_example(reports, label, snapshot):
+    code, report, markdown = reports[label]
+    report["environment"] = {"torch": "<torch>", "python": "<python>"}
+    assert report == snapshot(name=f"{label}.json").use_extension(NumericJSONSnapshot)
+    assert _normalize_md(markdown) == snapshot(name=f"{label}.md").use_extension(MarkdownSnapshot)
+
+
+def test_report_schema_and_exit_codes(reports):
+    outcomes = {"passed", "failed", "not_applicable", "xfailed", "skipped"}
+    for label, (code, report, markdown) in reports.items():
+        assert report["schema"] == SCHEMA and report["schema_version"] == SCHEMA_VERSION
+        assert set(report) == {
+            "schema",
+            "schema_version",
+            "implementation",
+            "environment",
+            "summary",
+            "checks",
+        }
+        assert report["implementation"]["adapter"] == IMPLS[label]
+        s = report["summary"]
+        assert s["total"] == len(report["checks"]) == sum(s[o] for o in outcomes)
+        ids = [c["id"] for c in report["checks"]]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        for c in report["checks"]:
+            assert c["outcome"] in outcomes
+            assert bool(c["detail"]) == (c["outcome"] != "passed"), c
+        assert code == (1 if s["failed"] else 0)
+        assert f"{s['passed']} passed, {s['failed']} failed" in markdown
+    ref = reports["reference"][1]
+    assert ref["summary"]["failed"] == 0 and ref["summary"]["passed"] > 0
+    # every not-applicable names the capability the reference lacks
+    na = [c for c in ref["checks"] if c["outcome"] == "not_applicable"]
+    assert all(c["detail"] not in ref["implementation"]["capabilities"] for c in na)
+
+
+def test_mutant_reports_name_the_broken_property(reports):
+    diluted = reports["mutant-penalty-all-channels"][1]
+    failing = {c["id"]: c["detail"] for c in diluted["checks"] if c["outcome"] == "failed"}
+    assert any("diluted" in d for d in failing.values()), failing
+    ignored = reports["mutant-exclusions-ignored"][1]
+    modules = {c["module"] for c in ignored["checks"] if c["outcome"] == "failed"}
+    assert "test_exclusion_matching.py" in modules
+
+
+def test_xfails_file_is_reported(tmp_path):
+    xfails = tmp_path / "known.txt"
+    xfails.write_text(
+        "test_penalty.py::check_penalty_closed_form  # diluted over all channels (known bug)\n"
+        "test_decomposition.py::check_total_is_main_plus_regularization  # not a failure: XPASS\n"
+    )
+    out = tmp_path / "r.json"
+    code = main(
+        [
+            "--impl",
+            IMPLS["mutant-penalty-all-channels"],
+            "--xfails",
+            str(xfails),
+            "--json",
+            str(out),
+        ]
+    )
+    checks = {c["id"]: c for c in json.loads(out.read_text())["checks"]}
+    closed_form = [
+        c for i, c in checks.items() if i.startswith("test_penalty.py::check_penalty_closed_form")
+    ]
+    assert closed_form and all(c["outcome"] == "xfailed" for c in closed_form)
+    assert all(c["detail"] == "diluted over all channels (known bug)" for c in closed_form)
+    features_none = checks[
+        "test_decomposition.py::check_total_is_main_plus_regularization[features-none]"
+    ]
+    assert features_none["outcome"] == "failed" and "XPASS(strict)" in features_none["detail"]
+    assert code == 1
+
+
+def test_bad_impl_is_a_usage_error(capsys):
+    with pytest.raises(pytest.UsageError, match="must be 'pkg.module:make_adapter'"):
+        main(["--impl", "no_colon_here"])
+
+
+def test_examples_are_linked_from_readme():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for label in IMPLS:
+        assert f"fixtures/snapshots/test_report/{label}.md" in readme
