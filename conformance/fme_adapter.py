@@ -37,13 +37,15 @@ How the neutral case specs of ``conformance/adapter.py`` are translated
   of squares, no root), ``L1`` -> ``"L1"``, same ``weight``. fme reports the
   penalty unweighted with its weight beside it; the adapter reports
   ``weight * penalty.total()``.
-- **Selections that fme cannot express.** fme rejects an empty
-  ``names_and_prefixes`` ("a contradiction, not a no-op"). When the case's
-  corrector modifies nothing (``corrected_names`` empty) every selection is
-  equivalent, because fme never resolves a selection against empty deltas;
-  the adapter then selects the loss variables. An empty selection *with*
-  corrected variables (every corrected variable excluded) is passed to fme
-  as it is, and fme's ``ValueError`` is the result.
+- **Empty selections.** fme rejects an empty ``names_and_prefixes`` ("a
+  contradiction, not a no-op"): in fme, "swap nothing" is said by leaving
+  ``precorrector_optimization`` out. So an opt-in selection that is empty
+  because every corrected variable is excluded becomes
+  ``precorrector_optimization=None`` (the same main loss). When the case's
+  corrector modifies nothing (``corrected_names`` empty) the features stay
+  configured and select the loss variables: that is what fme's trainer sees
+  in an epoch whose corrector is disabled (a configured selection, empty
+  deltas, which fme never resolves a selection against).
 - ``needs_uncorrected_grad``: fme has no such flag (its step never detaches
   deltas). The adapter reports fme's own state, ``corrector_loss is not None``
   on the built ``StepOutputLoss`` (whether the deltas are consumed at all).
@@ -153,10 +155,10 @@ class FmeLoss:
         per_channel = {k: info.loss for k, info in result.main.get_channel_losses().items()}
         regularization = None
         if self.regularization is not None:
-            if result.corrector_penalty is None:
+            if result.corrector_penalty is None and not deltas:
                 # fme's inert path (no deltas): no penalty term in total()
                 regularization = torch.zeros(())
-            else:
+            elif result.corrector_penalty is not None:
                 regularization = result.corrector_penalty_weight * result.corrector_penalty.total()
         return LossResult(
             main_per_channel=per_channel,
@@ -288,15 +290,19 @@ class FmeAdapter(AdapterBase):
             normalizer=normalizer,
             channel_dim=CHANNEL_DIM,
         )
+        # A case whose corrector modifies nothing: the features stay
+        # configured, selecting the loss variables -- what fme's trainer sees
+        # in an epoch whose corrector is disabled (a selection and empty
+        # deltas, which fme never resolves it against).
+        inert = spec.names if not spec.corrected_names else None
+        selected = None
+        if spec.precorrector is not None:
+            # An empty opt-in selection (every corrected variable excluded) is
+            # fme's "feature off": fme rejects an empty names_and_prefixes as
+            # "a contradiction, not a no-op".
+            selected = inert or spec.precorrector.select_names or None
         corrector_loss = None
-        if spec.precorrector is not None or spec.regularization is not None:
-            # A case whose corrector modifies nothing: fme never resolves a
-            # selection against empty deltas, so any selection is equivalent;
-            # select the loss variables (fme rejects an empty one).
-            inert = spec.names if not spec.corrected_names else None
-            selected = None
-            if spec.precorrector is not None:
-                selected = inert or spec.precorrector.select_names
+        if selected is not None or spec.regularization is not None:
             config = self.corrector_config(
                 selected, spec.regularization, inert or spec.corrected_names
             )

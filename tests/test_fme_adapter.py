@@ -1,0 +1,200 @@
+"""The fme adapter (``conformance/fme_adapter.py``).
+
+The first tests need no fme: the suite must import without it, and the
+delta conversion is plain torch. The rest run only where the released fme is
+installed (``tox -e fme``); without it they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conformance.adapter import (
+    Capability,
+    LossSpec,
+    MainLossSpec,
+    NormalizerSpec,
+    PreCorrectorSpec,
+    RegularizationSpec,
+)
+from conformance.fme_adapter import to_deltas
+
+HAVE_FME = importlib.util.find_spec("fme") is not None
+needs_fme = pytest.mark.skipif(
+    not HAVE_FME, reason="fme is not installed (`tox -e fme` installs fme==2026.10.0)"
+)
+
+
+def test_the_suite_imports_without_fme() -> None:
+    """Importing the suite, its plugin, its checks' helpers and even the fme
+    adapter module does not import fme (only ``make_adapter()`` does)."""
+    code = (
+        "import sys\n"
+        "import conformance, conformance.adapter, conformance.plugin, conformance.oracle\n"
+        "import conformance.harness, conformance.report, conformance.fme_adapter\n"
+        "import fixtures.cases\n"
+        "assert 'fme' not in sys.modules, sorted(m for m in sys.modules if m.startswith('fme'))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(HAVE_FME, reason="checks the error without fme; fme is installed here")
+def test_make_adapter_without_fme_says_how_to_install() -> None:
+    from conformance.fme_adapter import make_adapter
+
+    with pytest.raises(ImportError, match=r"fme==2026\.10\.0"):
+        make_adapter()
+
+
+def test_to_deltas_is_output_minus_uncorrected_on_the_graph() -> None:
+    out = torch.tensor([[1.0, 5.0]], requires_grad=True)
+    unc = torch.tensor([[0.5, 2.0]], requires_grad=True)
+    deltas = to_deltas({"a": out, "b": out * 2}, {"a": unc})
+    assert list(deltas) == ["a"]  # only the corrected variables
+    torch.testing.assert_close(deltas["a"], torch.tensor([[0.5, 3.0]]))
+    deltas["a"].sum().backward()
+    torch.testing.assert_close(out.grad, torch.ones(1, 2))
+    torch.testing.assert_close(unc.grad, -torch.ones(1, 2))
+
+
+def test_to_deltas_passes_bad_input_on_instead_of_judging_it() -> None:
+    """A key missing from ``output`` or a shape mismatch is not an error of the
+    conversion (and not broadcast away): fme gets a delta with the same key and
+    the shape of ``uncorrected``, so fme's own behaviour is what the suite sees."""
+    out = {"a": torch.ones(2, 3)}
+    unc = {"a": torch.ones(2, 2), "zz": torch.ones(2, 3), "b": torch.ones(1, 3)}
+    out["b"] = torch.ones(2, 3)  # (1, 3) would broadcast against (2, 3)
+    deltas = to_deltas(out, unc)
+    assert {k: tuple(v.shape) for k, v in deltas.items()} == {
+        "a": (2, 2),
+        "zz": (2, 3),
+        "b": (1, 3),
+    }
+
+
+# ---------------------------------------------------------------- with fme
+
+NAMES = ("a", "b_0", "b_1")
+NORM = NormalizerSpec(
+    means={"a": 1.0, "b_0": 0.0, "b_1": -2.0}, stds={"a": 2.0, "b_0": 0.5, "b_1": 4.0}
+)
+
+
+def _spec(**kw) -> LossSpec:  # noqa: ANN003
+    return LossSpec(names=NAMES, normalizer=NORM, main=MainLossSpec("MSE"), **kw)
+
+
+def _tensors() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One sample on a 1x2 grid; ``a`` and ``b_1`` corrected by +2 std."""
+    output = {
+        "a": torch.tensor([[[3.0, 5.0]]]),
+        "b_0": torch.tensor([[[0.5, -0.5]]]),
+        "b_1": torch.tensor([[[6.0, -2.0]]]),
+    }
+    uncorrected = {"a": output["a"] - 4.0, "b_1": output["b_1"] - 8.0}
+    target = {k: torch.full((1, 1, 2), NORM.means[k]) for k in NAMES}
+    return output, uncorrected, target
+
+
+@needs_fme
+def test_declared_capabilities() -> None:
+    from conformance.fme_adapter import make_adapter
+
+    adapter = make_adapter()
+    assert adapter.version == "2026.10.0"
+    assert Capability.RAISE_ON_UNMATCHED in adapter.capabilities
+    for absent in (
+        Capability.EXCLUSION_MATCHER,
+        Capability.WARN_ONCE_UNMATCHED,
+        Capability.LOSS_CONFIG_REGULARIZATION,
+        Capability.REGULARIZATION_LOSS_TYPES,
+        Capability.DATA_MASK,
+        Capability.STEPPER,
+        Capability.GRADIENT_ACCUMULATION,
+    ):
+        assert absent not in adapter.capabilities, absent
+
+
+@needs_fme
+def test_hand_computed_losses_through_fme() -> None:
+    """Normalized errors, by hand: target = mean, so each error is
+    ``(x - mu) / sigma``. a: output (1, 2), uncorrected (-1, 0); b_0: (1, -1);
+    b_1: output (2, 0), uncorrected (0, -2). Corrections are 2 std everywhere."""
+    from conformance.fme_adapter import make_adapter
+
+    adapter = make_adapter()
+    output, uncorrected, target = _tensors()
+    pre = PreCorrectorSpec(select_names=("a",))  # swap a only (b_1 keeps its output)
+    reg = RegularizationSpec("L1", weight=0.5)
+    loss = adapter.build_loss(
+        _spec(precorrector=pre, regularization=reg, corrected_names=("a", "b_1"))
+    )
+    assert loss.needs_uncorrected_grad
+    result = loss(output, uncorrected, target, 0)
+    expected = {"a": (1 + 0) / 2, "b_0": (1 + 1) / 2, "b_1": (4 + 0) / 2}
+    for k, v in expected.items():
+        torch.testing.assert_close(result.main_per_channel[k], torch.tensor(v))
+    torch.testing.assert_close(result.main_total, torch.tensor(sum(expected.values()) / 3))
+    # L1 of 2-std corrections over the two corrected channels: 2, times 0.5
+    assert result.regularization is not None
+    torch.testing.assert_close(result.regularization, torch.tensor(1.0))
+    torch.testing.assert_close(result.total, result.main_total + 1.0)
+
+
+@needs_fme
+def test_pass_through_has_no_corrector_loss() -> None:
+    from conformance.fme_adapter import make_adapter
+
+    loss = make_adapter().build_loss(_spec(corrected_names=("a",)))
+    assert loss.loss.corrector_loss is None and not loss.needs_uncorrected_grad
+    output, uncorrected, target = _tensors()
+    assert loss(output, uncorrected, target, 0).regularization is None
+
+
+@needs_fme
+def test_untranslatable_regularization_is_a_clear_error() -> None:
+    from conformance.fme_adapter import make_adapter
+
+    with pytest.raises(ValueError, match=re.escape("norm 'L1' | 'L2' only")):
+        make_adapter().build_corrector_config(None, RegularizationSpec("AreaWeightedMSE"))
+
+
+@needs_fme
+def test_an_empty_selection_is_fmes_feature_off() -> None:
+    """Every corrected variable excluded: the opt-in selection is empty, which
+    fme says by leaving the feature out (it rejects an empty
+    ``names_and_prefixes``); the main loss is the plain loss of ``output``."""
+    from conformance.fme_adapter import make_adapter
+
+    adapter = make_adapter()
+    spec = _spec(
+        precorrector=PreCorrectorSpec(("a", "b_"), select_names=()), corrected_names=("a", "b_1")
+    )
+    loss = adapter.build_loss(spec)
+    assert loss.loss.corrector_loss is None
+    output, uncorrected, target = _tensors()
+    plain = adapter.build_loss(_spec(corrected_names=("a", "b_1")))
+    torch.testing.assert_close(
+        loss(output, uncorrected, target, 0).total, plain(output, uncorrected, target, 0).total
+    )
+
+
+@needs_fme
+def test_nothing_corrected_keeps_the_features_configured() -> None:
+    """No corrected variables: the features select the loss variables and fme
+    takes its inert path (no deltas); the penalty is reported as 0."""
+    from conformance.fme_adapter import make_adapter
+
+    spec = _spec(precorrector=PreCorrectorSpec(), regularization=RegularizationSpec("MSE"))
+    loss = make_adapter().build_loss(spec)
+    assert loss.needs_uncorrected_grad
+    output, _, target = _tensors()
+    result = loss(output, {}, target, 0)
+    assert result.regularization is not None and float(result.regularization) == 0.0
+    torch.testing.assert_close(result.total, result.main_total)
