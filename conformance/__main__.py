@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from conformance.plugin import CHECKS_DIR, DEFAULT_IMPL, load_adapter
 from conformance.report import ReportCollector, build_report, to_json, to_markdown, to_text
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         pytest_args += ["--stepoutputloss-xfails", args.xfails]
     if not any(a.startswith("--hypothesis-profile") for a in args.pytest_args):
         pytest_args += ["--hypothesis-profile", NO_SHRINK]
-    code = pytest.main(pytest_args + list(args.pytest_args), plugins=[collector])
+    profile = settings.get_current_profile_name()
+    try:
+        code = pytest.main(pytest_args + list(args.pytest_args), plugins=[collector])
+    finally:  # --hypothesis-profile loads a profile globally; restore the caller's
+        settings.load_profile(profile)
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return int(code)
     report = build_report(

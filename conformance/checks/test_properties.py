@@ -11,6 +11,7 @@ thorough`` runs hundreds. A failure prints the minimal falsifying case.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,11 +32,27 @@ def _run(adapter: StepOutputLossAdapter, case: PropertyCase, step: int) -> LossR
         return run_loss(adapter.build_loss(case.spec), output, uncorrected, target, step)
 
 
-@property_settings()
-@given(data=st.data())
-def check_random_case_matches_oracle(adapter: StepOutputLossAdapter, data: st.DataObject) -> None:
+def check_random_case_matches_oracle(adapter: StepOutputLossAdapter) -> None:
     """Swap (with the matcher's rules on tricky names), penalty and total
     against the oracle, for a random case."""
+    given_data(_matches_oracle, adapter)
+
+
+def check_step_decay_touches_main_loss_only(adapter: StepOutputLossAdapter) -> None:
+    """Between step 0 and step ``s`` the main loss scales by
+    ``(1 + c*s)^-1/2`` and the penalty does not change at all."""
+    given_data(_step_decay_on_main_only, adapter)
+
+
+def given_data(
+    body: Callable[[StepOutputLossAdapter, st.DataObject], None], adapter: StepOutputLossAdapter
+) -> None:
+    """Run ``body`` as a hypothesis test with the settings in effect *now*
+    (the profile loaded for this run), not those at import time."""
+    given(data=st.data())(property_settings()(lambda data: body(adapter, data)))()
+
+
+def _matches_oracle(adapter: StepOutputLossAdapter, data: st.DataObject) -> None:
     case = data.draw(loss_cases(adapter.capabilities), label="case")
     output, uncorrected, target = case.tensors()
     spec, step = case.spec, case.step
@@ -63,13 +80,7 @@ def check_random_case_matches_oracle(adapter: StepOutputLossAdapter, data: st.Da
     )
 
 
-@property_settings()
-@given(data=st.data())
-def check_step_decay_touches_main_loss_only(
-    adapter: StepOutputLossAdapter, data: st.DataObject
-) -> None:
-    """Between step 0 and step ``s`` the main loss scales by
-    ``(1 + c*s)^-1/2`` and the penalty does not change at all."""
+def _step_decay_on_main_only(adapter: StepOutputLossAdapter, data: st.DataObject) -> None:
     case = data.draw(loss_cases(adapter.capabilities, regularization=True), label="case")
     step = max(case.step, 1)
     spec = case.spec
