@@ -138,6 +138,14 @@ class Capability(str, enum.Enum):
     """The train stepper supports ``use_gradient_accumulation=True`` (backward
     once per step, rollout state detached between steps)."""
 
+    DISTRIBUTED = "distributed"
+    """Data-parallel training on ``torch.distributed``:
+    :meth:`StepOutputLossAdapter.train_on_batch_distributed` trains on one
+    rank's share of a batch inside an initialized process group (gloo, CPU),
+    with ``use_gradient_accumulation`` False and True, and reports the
+    whole batch's metrics (reduced across ranks as means over samples) and
+    the synchronized gradients: those of one process on the whole batch."""
+
 
 @dataclasses.dataclass(frozen=True)
 class NormalizerSpec:
@@ -425,6 +433,28 @@ class StepOutputLossAdapter(Protocol):
         is False."""
         ...
 
+    def train_on_batch_distributed(
+        self, spec: StepperSpec, step: SuiteStep, batch: Batch
+    ) -> TrainOutcome:
+        """One data-parallel ``train_on_batch`` (:attr:`Capability.DISTRIBUTED`).
+
+        The suite calls it on every rank of an initialized default process
+        group (``torch.distributed``, gloo backend, CPU; ``get_rank()`` and
+        ``get_world_size()`` say which rank; ``RANK``, ``WORLD_SIZE`` and
+        ``LOCAL_RANK`` are set). Do not initialize or destroy the group.
+
+        Build the implementation's train stepper for ``spec`` around ``step``
+        with its data-parallel wrapper (e.g. ``DistributedDataParallel``;
+        ``step`` has the same initial parameters on every rank), train once
+        on ``batch`` -- *this rank's share* of the global batch (contiguous
+        shares in rank order, as a ``DistributedSampler`` would hand them) --
+        and return the :class:`TrainOutcome`: ``metrics`` as this rank would
+        log them, equal to one process's on the whole batch (each is a mean
+        over samples, so the ranks' values combine as a sample-weighted mean,
+        never a sum), and ``gradients`` this rank's synchronized gradients
+        (those of the whole batch's loss)."""
+        ...
+
 
 class AdapterBase:
     """Optional convenience base: the capability-gated methods raise
@@ -446,6 +476,11 @@ class AdapterBase:
 
     def build_stepper(self, spec: StepperSpec, step: SuiteStep) -> StepperUnderTest:
         raise NotImplementedError(Capability.STEPPER.value)
+
+    def train_on_batch_distributed(
+        self, spec: StepperSpec, step: SuiteStep, batch: Batch
+    ) -> TrainOutcome:
+        raise NotImplementedError(Capability.DISTRIBUTED.value)
 
 
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
