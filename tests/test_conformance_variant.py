@@ -1,0 +1,86 @@
+"""A second adapter with fewer capabilities (``fixtures.adapters.variant``:
+delta-carrying, opt-in selection, L1/L2-only penalty, raise on unmatched
+entries): the suite reports what does not apply as "not applicable:
+<capability>" and the variant passes everything that does apply."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from conformance.adapter import Capability
+from fixtures.adapters.variant import make_adapter
+
+pytest_plugins = ("pytester",)
+
+UNDECLARED = sorted(c.value for c in set(Capability) - make_adapter().capabilities)
+
+
+_RUN: list[tuple[dict[str, str], str]] = []
+
+
+@pytest.fixture
+def variant_run(pytester: pytest.Pytester) -> tuple[dict[str, str], str]:
+    """(``{check id: outcome or skip reason}``, terminal output) of one run,
+    shared by the tests of this module."""
+    if not _RUN:
+        _RUN.append(_run(pytester))
+    return _RUN[0]
+
+
+def _run(pytester: pytest.Pytester) -> tuple[dict[str, str], str]:
+    result = pytester.runpytest_inprocess(
+        "--pyargs",
+        "conformance.checks",
+        "--stepoutputloss-impl=fixtures.adapters.variant:make_adapter",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+    )
+    outcomes = {}
+    for rep in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
+        cid = rep.nodeid.rsplit("/", 1)[-1]
+        if rep.skipped and isinstance(rep.longrepr, tuple):
+            outcomes[cid] = rep.longrepr[2].removeprefix("Skipped: ")
+        elif rep.failed or rep.when == "call":
+            outcomes.setdefault(cid, rep.outcome)
+    return outcomes, result.stdout.str()
+
+
+def test_variant_passes_what_applies(variant_run: tuple[dict[str, str], str]) -> None:
+    outcomes, _ = variant_run
+    failed = [c for c, o in outcomes.items() if o == "failed"]
+    assert not failed, f"the variant fails checks that apply to it: {failed}"
+    assert sum(o == "passed" for o in outcomes.values()) >= 40
+
+
+def test_not_applicable_reasons_name_undeclared_capabilities(
+    variant_run: tuple[dict[str, str], str],
+) -> None:
+    outcomes, _ = variant_run
+    skipped = {c: o for c, o in outcomes.items() if o not in ("passed", "failed")}
+    reasons = collections.Counter(skipped.values())
+    assert all(r.startswith("not applicable: ") for r in reasons), reasons
+    capabilities = {r.removeprefix("not applicable: ") for r in reasons}
+    assert capabilities <= set(UNDECLARED), capabilities
+    # the variant's distinguishing gaps are all reported
+    for cap in ("exclusion-matcher", "warn-once-unmatched", "loss-config-regularization"):
+        assert cap in capabilities, f"no check reported 'not applicable: {cap}'"
+    assert (
+        outcomes["test_exclusion_matching.py::check_exclusion_keeps_corrected_value[bare-3d-name]"]
+        == "not applicable: exclusion-matcher"
+    )
+    # what it declares instead runs: raise-on-unmatched, delta conversion, opt-in swap
+    assert outcomes["test_exclusion_matching.py::check_unmatched_entry_raises"] == "passed"
+    assert outcomes["test_target_swap.py::check_swap_partial[exclude-q_1-and-q2m]"] == "passed"
+    assert (
+        outcomes["test_gradient_flow.py::check_gradients_through_correction[features-both]"]
+        == "passed"
+    )
+
+
+def test_summary_lists_not_applicable_capabilities(variant_run: tuple[dict[str, str], str]) -> None:
+    _, out = variant_run
+    assert "implementation: variant 0.1.0" in out
+    assert "not applicable: exclusion-matcher: 6 check(s)" in out
