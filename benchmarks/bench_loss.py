@@ -27,15 +27,17 @@ asserts a timing: the script only reports.
 
 import argparse
 import dataclasses
+import gc
+import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import torch
-from torch.utils.benchmark import Timer
 
 from reference.corrector.loss import (
     CorrectorLossConfig,
@@ -196,21 +198,27 @@ def fme_cases(x: Inputs) -> dict[str, Case]:
     }
 
 
-def time_cases(
-    cases: dict[str, Case], rounds: int, warmup: int, threads: int
-) -> dict[str, list[float]]:
-    """Seconds per forward+backward of each case, one sample per round;
-    the cases run interleaved so drift hits all of them alike."""
-    timers = {
-        key: Timer("run()", globals={"run": case.forward_backward}, num_threads=threads)
-        for key, case in cases.items()
-    }
+def time_cases(cases: dict[str, Case], rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per forward+backward of each case, one sample per round.
+
+    The cases run interleaved, round by round, so drift hits all of them
+    alike; the ``warmup`` first rounds are not recorded; the garbage
+    collector is off while timing.
+    """
     samples: dict[str, list[float]] = {key: [] for key in cases}
-    for r in range(warmup + rounds):
-        for key, timer in timers.items():
-            seconds = timer.timeit(number=1).median
-            if r >= warmup:
-                samples[key].append(seconds)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(warmup + rounds):
+            for key, case in cases.items():
+                start = time.perf_counter()
+                case.forward_backward()
+                seconds = time.perf_counter() - start
+                if r >= warmup:
+                    samples[key].append(seconds)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return samples
 
 
@@ -233,14 +241,14 @@ def check_agreement(ours: dict[str, Case], peer: dict[str, Case]) -> str:
     return "ours vs fme loss values, relative difference: " + ", ".join(parts)
 
 
-def loss_table(size_name: str, rounds: int, warmup: int, threads: int) -> None:
+def loss_table(size_name: str, rounds: int, warmup: int) -> None:
     size = SIZES[size_name]
     x = make_inputs(size)
     cases = reference_cases(x)
     if fme is not None:
         peer = fme_cases(x)
         cases.update(peer)
-    samples = time_cases(cases, rounds, warmup, threads)
+    samples = time_cases(cases, rounds, warmup)
     print(f"\n## size {size_name}: {size.describe()}")
     print(
         f"forward+backward, {rounds} interleaved rounds after {warmup} warm-up rounds; "
@@ -274,6 +282,135 @@ def loss_table(size_name: str, rounds: int, warmup: int, threads: int) -> None:
         print("\n(P5 skipped: the fme package is not importable in this environment)")
 
 
+# ---------------------------------------------------------------- P3: memory
+
+MEMORY_STEPS = (1, 2, 4, 8)
+# Every tensor above this many bytes gets its own mmap and goes back to the
+# OS when freed, so resident memory follows the live tensors (glibc would
+# otherwise raise the threshold on the fly and keep freed blocks).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def _status_mib(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of this process."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _both_features() -> CorrectorLossConfig:
+    return CorrectorLossConfig(
+        precorrector_optimization=PreCorrectorOptimizationConfig([]),
+        regularization=CorrectorRegularizationConfig(LossConfig(type="MSE"), weight=1.0),
+    )
+
+
+def memory_child(size_name: str, n_steps: int, accumulate: bool) -> dict[str, float]:
+    """One ``train_on_batch`` of ``n_steps`` steps, both features on (run in
+    a fresh process). Returns its peak resident memory above the resident
+    memory just before the call (the step, optimizer and batch already
+    allocated), and the bytes ``train_on_batch`` retains per step."""
+    from reference.corrector.corrector import ConservationCorrector
+    from reference.optimization import OptimizationConfig
+    from reference.step import SingleModuleStep
+    from reference.stepper import TrainStepperConfig
+
+    size = SIZES[size_name]
+    names = [f"var{i:02d}" for i in range(size.n_channels)]
+    half = size.n_corrected // 2
+    corrected = names[: size.n_corrected]
+    normalizer = StandardNormalizer({n: 1.0 for n in names}, {n: 2.0 for n in names})
+    torch.manual_seed(0)
+    # all variables prognostic; the corrector conserves the global mean of
+    # half the corrected ones and clamps the other half at 0
+    step = SingleModuleStep(
+        torch.nn.Conv2d(size.n_channels, size.n_channels, kernel_size=1),
+        normalizer,
+        names,
+        names,
+        ConservationCorrector(corrected[:half], corrected[half:]),
+    )
+    config = TrainStepperConfig(
+        corrector_loss=_both_features(),
+        optimization=OptimizationConfig(use_gradient_accumulation=accumulate),
+    )
+    stepper = config.build(step, normalizer)
+
+    def batch(n_batch: int, n_time: int, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+        return {n: 1.0 + 2.0 * torch.randn(n_batch, n_time, *grid) for n in names}
+
+    # library start-up and optimizer state on a tiny batch, not measured
+    stepper.train_on_batch(batch(1, 2, (4, 8)))
+    data = batch(size.n_batch, n_steps + 1, (size.n_lat, size.n_lon))
+    gc.collect()
+    before = _status_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current resident size
+    out = stepper.train_on_batch(data)
+    peak = _status_mib("VmHWM")
+    first = out.step_outputs[0]
+    retained = sum(v.nbytes for v in [*first.output.values(), *first.uncorrected.values()])
+    retained += sum(v.nbytes for v in out.gen_data.values()) / n_steps
+    return {"peak_growth_mib": peak - before, "retained_per_step_mib": retained / 2**20}
+
+
+def _run_memory_child(size_name: str, n_steps: int, accumulate: bool, threads: int) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--threads", str(threads)]
+    command += ["--memory-child", size_name, str(n_steps), str(int(accumulate))]
+    env = {**os.environ, **MALLOC_ENV}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def memory_table(size_name: str, steps: tuple[int, ...], threads: int, quick: bool) -> None:
+    """P3. ``quick``: in this process (a smoke test of the code path; the
+    numbers then include whatever this process freed earlier)."""
+    size = SIZES[size_name]
+    where = "all in this process (--quick)" if quick else "one process per row and column"
+    print(f"\n## P3 memory, size {size_name}: {size.describe()}")
+    print(
+        "peak resident memory of one train_on_batch above the resident memory "
+        f"before it (MiB), both features on; {where}"
+    )
+    runs = {
+        (n, acc): memory_child(size_name, n, acc)
+        if quick
+        else _run_memory_child(size_name, n, acc, threads)
+        for acc in (True, False)
+        for n in steps
+    }
+    print("\n| steps | with accumulation | without |\n| --- | --- | --- |")
+    for n in steps:
+        with_acc = runs[n, True]["peak_growth_mib"]
+        without = runs[n, False]["peak_growth_mib"]
+        print(f"| {n} | {with_acc:.1f} | {without:.1f} |")
+    first, last = steps[0], steps[-1]
+    retained = runs[last, True]["retained_per_step_mib"]
+    growth = runs[last, True]["peak_growth_mib"] - runs[first, True]["peak_growth_mib"]
+    bound = 1.05 * (last - first) * retained
+    verdict = "met" if growth <= bound else "MISSED"
+    print(
+        f"\nwith accumulation: growth {first} -> {last} steps {growth:.1f} MiB; bound "
+        f"{last - first} x {retained:.1f} MiB retained per step (detached outputs, "
+        f"uncorrected and gen_data) + 5 % = {bound:.1f} MiB: {verdict}"
+    )
+    without = [runs[n, False]["peak_growth_mib"] for n in steps]
+    print(
+        f"without accumulation: growth {first} -> {last} steps "
+        f"{without[-1] - without[0]:.1f} MiB, slope {_slope(list(steps), without):.1f} "
+        f"MiB per step (least squares over {list(steps)})"
+    )
+
+
 def describe_machine(threads: int) -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -293,18 +430,33 @@ def describe_machine(threads: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=[*SIZES, "all"], default="all")
-    parser.add_argument("--quick", action="store_true", help="few rounds: a smoke test")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test: few rounds, memory at 1 and 2 steps only",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per case")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--no-memory", action="store_true", help="skip P3")
+    parser.add_argument("--suite", action="store_true", help="also time pytest (P4)")
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.memory_child:
+        size_name, n_steps, accumulate = args.memory_child
+        print(json.dumps(memory_child(size_name, int(n_steps), accumulate == "1")))
+        return
     rounds = args.rounds or (3 if args.quick else 30)
     warmup = 1 if args.quick else 3
+    sizes = list(SIZES) if args.size == "all" else [args.size]
     print("# StepOutputLoss benchmarks")
     print(describe_machine(args.threads))
     start = time.perf_counter()
-    for size_name in SIZES if args.size == "all" else [args.size]:
-        loss_table(size_name, rounds, warmup, args.threads)
+    for size_name in sizes:
+        loss_table(size_name, rounds, warmup)
+    if not args.no_memory:
+        steps = MEMORY_STEPS[:2] if args.quick else MEMORY_STEPS
+        memory_table(sizes[-1], steps, args.threads, args.quick)
     print(f"\n(total {time.perf_counter() - start:.1f} s)")
 
 
