@@ -12,13 +12,14 @@ Public API
         optimization: OptimizationConfig = OptimizationConfig()  # incl. use_gradient_accumulation
 
         def build(self, step: StepABC, normalizer: StandardNormalizer,
-                  area_weights: torch.Tensor | None = None) -> TrainStepper
+                  area_weights: torch.Tensor | None = None,
+                  distributed: Distributed | None = None) -> TrainStepper
         @classmethod
         def from_dict(cls, data: Mapping) -> TrainStepperConfig   # dacite, strict
 
     class TrainStepper:
         config, step, normalizer (the loss normalizer), loss (the one
-        StepOutputLoss), optimization
+        StepOutputLoss), optimization, distributed
         train_on_batch(data: TensorMapping, data_mask: TensorMapping | None = None) -> TrainOutput
         predict(data: TensorMapping) -> list[StepOutput]   # plain: uncorrected detached
         get_aggregator() -> TrainAggregator
@@ -49,6 +50,19 @@ the call each parameter's ``.grad`` holds this batch's gradient.
 epoch (``corrector_regularization`` included); :mod:`reference.trainer`
 logs batch metrics as ``batch_<name>``.
 
+Data parallelism (:mod:`reference.distributed`): built inside an initialized
+``torch.distributed`` process group (or given a ``Distributed``), each rank
+passes ``train_on_batch`` its own share of the global batch. The step runs
+inside ``DistributedDataParallel``; every metric is reduced to its
+whole-batch value (the sample-weighted mean over ranks: every metric is a
+mean over samples), identical on every rank; ``TrainOutput.n_batch`` is the
+global batch's samples; gradients equal one process's on the whole batch
+(each rank's loss is scaled by ``n_local * world_size / n_total`` for DDP's
+mean); with gradient accumulation all but the last backward run under
+``no_sync`` (one gradient all-reduce per optimizer step); warnings are shown
+on rank 0 only. ``gen_data``, ``target_data`` and ``step_outputs`` stay this
+rank's share.
+
 Loss integration (the design of upstream #1273): the stepper always builds
 **one** ``StepOutputLoss`` with ``build_step_output_loss`` (a pass-through to
 ``StepLoss`` when ``corrector_loss`` is None), calls it at one call site,
@@ -66,6 +80,8 @@ import torch
 
 from reference.aggregator import TrainAggregator
 from reference.corrector.loss import CorrectorLossConfig, build_step_output_loss
+from reference.distributed import Distributed
+from reference.loss import UnmatchedExclusionWarning
 from reference.loss_config import StepLossConfig
 from reference.normalizer import StandardNormalizer
 from reference.optimization import OptimizationConfig
@@ -80,6 +96,15 @@ class EmptyUncorrectedWarning(UserWarning):
 
 class AttachedGraphWarning(UserWarning):
     """The step detached ``uncorrected`` although asked not to."""
+
+
+ONCE_WARNINGS: tuple[type[Warning], ...] = (
+    EmptyUncorrectedWarning,
+    AttachedGraphWarning,
+    UnmatchedExclusionWarning,
+)
+"""The warn-once warnings of training: about the configuration, which every
+rank shares, so under data parallelism only rank 0 shows them."""
 
 
 def _to_float(value: Any) -> Any:
@@ -126,6 +151,7 @@ class TrainStepperConfig:
         step: StepABC,
         normalizer: StandardNormalizer,
         area_weights: torch.Tensor | None = None,
+        distributed: Distributed | None = None,
     ) -> "TrainStepper":
         """The train stepper.
 
@@ -135,12 +161,16 @@ class TrainStepperConfig:
                 must cover ``step.out_names``.
             area_weights: ``(n_lat, n_lon)`` or ``(n_lat, 1)``, for area-weighted
                 losses.
+            distributed: the data-parallel context; default
+                ``Distributed.current()`` (the default process group if one
+                is initialized, else one process). Under data parallelism
+                every rank must build its stepper (DDP's build is a collective).
 
         Raises:
             ValueError: ``corrector_loss`` is set but ``step.corrector_enabled``
                 is False.
         """
-        return TrainStepper(self, step, normalizer, area_weights)
+        return TrainStepper(self, step, normalizer, area_weights, distributed)
 
 
 @dataclasses.dataclass
@@ -153,7 +183,10 @@ class TrainOutput:
             ``(n_batch * n_ensemble, n_forward_steps, *spatial)``.
         target_data: targets, physical units, ``(n_batch, n_forward_steps, *spatial)``.
         step_outputs: each step's ``StepOutput`` (output and uncorrected), detached.
-        n_batch: samples in the batch (the aggregator's weight).
+        n_batch: samples in the batch (the aggregator's weight); under data
+            parallelism, in the *global* batch (``metrics`` are whole-batch
+            values, while ``gen_data``, ``target_data`` and ``step_outputs``
+            are this rank's share).
     """
 
     metrics: dict[str, torch.Tensor]
@@ -179,6 +212,7 @@ class TrainStepper:
         step: StepABC,
         normalizer: StandardNormalizer,
         area_weights: torch.Tensor | None = None,
+        distributed: Distributed | None = None,
     ):
         if config.corrector_loss is not None and not step.corrector_enabled:
             raise ValueError(
@@ -197,6 +231,9 @@ class TrainStepper:
         )
         self.optimization = config.optimization.build(step.parameters())
         self._detach_uncorrected = not self.loss.needs_uncorrected_grad
+        self.distributed = distributed if distributed is not None else Distributed.current()
+        # DDP around the step's modules (None on one process); a collective
+        self._ddp = self.distributed.wrap(step)
         self._warned_empty = False
         self._warned_detached = False
 
@@ -266,14 +303,17 @@ class TrainStepper:
         n_forward_steps: int,
         detach_uncorrected: bool,
         prepare_state: Callable[[TensorMapping], TensorDict] = dict,
+        call_step: Callable[..., StepOutput] | None = None,
     ) -> Iterator[StepOutput]:
         """The predict generator: yields each step's ``StepOutput``.
 
         The initial condition and forcings are repeated ``n_ensemble`` times;
         each step's corrected prognostic outputs, passed through
-        ``prepare_state``, are the next step's input.
+        ``prepare_state``, are the next step's input. ``call_step`` (default
+        ``step.step``) runs one step; training passes the DDP module.
         """
         step = self.step
+        call = step.step if call_step is None else call_step
 
         def members(x: torch.Tensor) -> torch.Tensor:
             return x.repeat_interleave(self.n_ensemble, dim=0)
@@ -281,7 +321,7 @@ class TrainStepper:
         state: TensorDict = {n: members(data[n][:, 0]) for n in step.prognostic_names}
         for i in range(n_forward_steps):
             input = {**state, **{n: members(data[n][:, i]) for n in step.forcing_names}}
-            step_output = step.step(input, detach_uncorrected=detach_uncorrected)
+            step_output = call(input, detach_uncorrected=detach_uncorrected)
             yield step_output
             state = prepare_state({n: step_output.output[n] for n in step.prognostic_names})
 
@@ -309,43 +349,64 @@ class TrainStepper:
             data_mask: optional per-variable masks (True = valid),
                 broadcastable to ``(n_batch, *spatial)``.
         """
-        n_batch, n_forward_steps = self._validate_batch(data)
+        n_local, n_forward_steps = self._validate_batch(data)
+        distributed = self.distributed
+        sizes = distributed.batch_sizes(n_local, n_forward_steps)
+        # DDP averages gradients over ranks; this makes them the whole batch's
+        scale = distributed.gradient_scale(sizes)
         optimization = self.optimization
         self.step.modules.train()
         optimization.zero_grad()
         metrics: dict[str, torch.Tensor] = {}
         channel_sums: dict[str, torch.Tensor] = {}
         regularization_sum: torch.Tensor | None = None
+        loss_sum: torch.Tensor | None = None
         step_outputs: list[StepOutput] = []
         rollout = self._rollout(
             data,
             n_forward_steps,
             detach_uncorrected=self._detach_uncorrected,
             prepare_state=optimization.detach_if_using_gradient_accumulation,
+            call_step=self._ddp,
         )
-        for i, step_output in enumerate(rollout):
-            self._check_step_output(step_output)
-            target = {n: data[n][:, i + 1] for n in self.step.out_names}
-            result = self.loss(step_output, target, step=i, data_mask=data_mask)
-            optimization.accumulate_loss(result.total())
-            metrics[f"loss_step_{i}"] = result.main.total().detach()
-            for name, value in result.main.channel_losses().items():
-                value = value.detach()
-                channel_sums[name] = channel_sums[name] + value if name in channel_sums else value
-            if result.regularization is not None:
-                reg = result.regularization.detach()
-                metrics[f"corrector_regularization_step_{i}"] = reg
-                regularization_sum = reg if regularization_sum is None else regularization_sum + reg
-            step_outputs.append(_detached(step_output))
+        with distributed.root_warnings_only(ONCE_WARNINGS):
+            for i in range(n_forward_steps):
+                # accumulating, each step back-propagates at once: gradients
+                # are all-reduced at the batch's last backward only
+                sync = not optimization.use_gradient_accumulation or i == n_forward_steps - 1
+                with distributed.gradient_sync(self._ddp, sync):
+                    step_output = next(rollout)
+                    self._check_step_output(step_output)
+                    target = {n: data[n][:, i + 1] for n in self.step.out_names}
+                    result = self.loss(step_output, target, step=i, data_mask=data_mask)
+                    total = result.total()
+                    optimization.accumulate_loss(total if scale == 1.0 else total * scale)
+                loss_sum = total.detach() if loss_sum is None else loss_sum + total.detach()
+                metrics[f"loss_step_{i}"] = result.main.total().detach()
+                for name, value in result.main.channel_losses().items():
+                    value = value.detach()
+                    channel_sums[name] = (
+                        channel_sums[name] + value if name in channel_sums else value
+                    )
+                if result.regularization is not None:
+                    reg = result.regularization.detach()
+                    metrics[f"corrector_regularization_step_{i}"] = reg
+                    regularization_sum = (
+                        reg if regularization_sum is None else regularization_sum + reg
+                    )
+                step_outputs.append(_detached(step_output))
         optimization.step_weights()
-        metrics["loss"] = optimization.get_accumulated_loss()
+        assert loss_sum is not None  # n_forward_steps >= 1
+        metrics["loss"] = loss_sum
         if regularization_sum is not None:
             metrics["corrector_regularization"] = regularization_sum
         metrics.update({f"loss/{n}": v for n, v in channel_sums.items()})
+        # every metric is a mean over samples: the whole batch's value
+        metrics = distributed.reduce_sample_means(metrics, sizes)
         out_names = self.step.out_names
         gen = {n: torch.stack([s.output[n] for s in step_outputs], 1) for n in out_names}
         target_data = {n: data[n][:, 1:] for n in out_names}
-        return TrainOutput(metrics, gen, target_data, step_outputs, n_batch)
+        return TrainOutput(metrics, gen, target_data, step_outputs, sizes.total)
 
     def get_state(self) -> dict[str, Any]:
         """Config (plain data), loss normalizer, step weights and optimizer state."""
