@@ -3,7 +3,7 @@
 
 Run the suite against it with::
 
-    pytest conformance/checks --stepoutputloss-impl conformance.fme_adapter:make_adapter
+    python -m conformance --impl conformance.fme_adapter:make_adapter
 
 (``tox -e fme`` installs fme and does this, writing the report in ``docs/fme/``).
 
@@ -49,6 +49,12 @@ How the neutral case specs of ``conformance/adapter.py`` are translated
 - ``needs_uncorrected_grad``: fme has no such flag (its step never detaches
   deltas). The adapter reports fme's own state, ``corrector_loss is not None``
   on the built ``StepOutputLoss`` (whether the deltas are consumed at all).
+- **Training hook.** The suite step is registered as an fme step type
+  (``StepSelector``) whose ``step()`` returns fme's ``StepOutput`` (corrected
+  output + deltas); fme's own ``StepperConfig.get_stepper`` and
+  ``TrainStepper`` train it, with fme's ``Optimization`` (Adam, its default
+  config; ``use_gradient_accumulation`` from the spec). Metrics are fme's, as
+  fme logs them.
 
 Capabilities not declared, and why (see ``docs/fme/ANALYSIS.md``):
 exclusion-matcher and warn-once-unmatched (fme selects opt-in and raises on
@@ -56,11 +62,13 @@ unmatched entries), loss-config-regularization and regularization-loss-types
 (fme's penalty is ``norm: L1 | L2``, there is no loss type to configure or
 reject), data-mask (fme's ``data_mask`` is a per-sample ``[batch]`` presence
 mask that renormalizes, not a pointwise validity mask whose points contribute
-0), stepper and gradient-accumulation (see :func:`stepper_not_applicable`).
+0).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,12 +76,16 @@ import torch
 
 from conformance.adapter import (
     AdapterBase,
+    Batch,
     Capability,
     LossResult,
     LossSpec,
     PreCorrectorSpec,
     RegularizationSpec,
+    StepperSpec,
+    SuiteStep,
     TensorMapping,
+    TrainOutcome,
 )
 
 FME_VERSION = "2026.10.0"
@@ -168,15 +180,204 @@ class FmeLoss:
         )
 
 
-def stepper_not_applicable() -> str:
-    """Why the training hook (stepper, gradient-accumulation) is not declared."""
-    return (
-        "fme's TrainStepper is built only from a registered StepConfigABC through "
-        "StepperConfig.get_stepper(dataset_info) and trains on BatchData "
-        "(xarray time coordinates, n_ic_timesteps, forcing/prognostic name sets); "
-        "a suite-provided torch step cannot be wrapped without re-implementing fme's "
-        "step registry, Stepper and data layer in the adapter."
-    )
+# ------------------------------------------------------------ the training hook
+
+SUITE_STEP_TYPE = "conformance_suite_step"
+"""The name the suite step is registered under in fme's ``StepSelector`` registry."""
+
+
+@functools.cache
+def _suite_step_config_class() -> type:
+    """An fme ``StepConfigABC`` whose step runs a suite-provided step module,
+    registered in fme's step registry (defined on first use: subclassing fme
+    must not happen at import). fme calls it like any of its own steps: the
+    ``Stepper`` feeds it the prognostic state and reads its ``StepOutput``
+    (corrected output + correction deltas)."""
+    from fme.core.corrector.output import CorrectorDiagnostics
+    from fme.core.normalizer import StandardNormalizer
+    from fme.core.step.output import StepOutput
+    from fme.core.step.step import StepABC, StepConfigABC, StepSelector
+
+    @dataclasses.dataclass
+    class SuiteStepConfig(StepConfigABC):
+        names: list[str]
+        means: dict[str, float]
+        stds: dict[str, float]
+        module: Any = None  # the suite step (a torch module), like fme's "prebuilt"
+
+        def get_step(self, dataset_info: Any, init_weights: Any) -> Any:
+            init_weights([self.module])
+            return SuiteStepWrapper(self)
+
+        @property
+        def n_ic_timesteps(self) -> int:
+            return 1
+
+        @property
+        def input_names(self) -> frozenset[str]:
+            return frozenset(self.names)
+
+        @property
+        def output_names(self) -> frozenset[str]:
+            return frozenset(self.names)
+
+        @property
+        def next_step_input_names(self) -> frozenset[str]:
+            return frozenset()
+
+        @property
+        def loss_names(self) -> list[str]:
+            return list(self.names)
+
+        def get_next_step_forcing_names(self) -> list[str]:
+            return []
+
+        def get_loss_normalizer(
+            self, extra_names: Any = None, extra_residual_scaled_names: Any = None
+        ) -> Any:
+            return StandardNormalizer(
+                means={k: torch.tensor(float(v)) for k, v in self.means.items()},
+                stds={k: torch.tensor(float(v)) for k, v in self.stds.items()},
+            )
+
+        def replace_ocean(self, ocean: Any) -> None:
+            if ocean is not None:
+                raise ValueError("the suite step has no ocean")
+
+        def get_ocean(self) -> None:
+            return None
+
+        def replace_prescribed_prognostic_names(self, names: list[str]) -> None:
+            if names:
+                raise ValueError("the suite step prescribes nothing")
+
+        def get_prescribed_prognostic_names(self) -> list[str]:
+            return []
+
+        def replace_corrector(self, corrector: Any) -> None:
+            raise ValueError("the suite step's corrector is part of the suite step")
+
+        @property
+        def allow_missing_variables(self) -> bool:
+            return False
+
+        def load(self) -> None:
+            return None
+
+        @classmethod
+        def remove_deprecated_keys(cls, state: Any) -> dict[str, Any]:
+            return dict(state)
+
+    class SuiteStepWrapper(StepABC):
+        def __init__(self, config: SuiteStepConfig):
+            super().__init__()
+            self._config = config
+            self._modules = torch.nn.ModuleList([config.module])
+
+        @property
+        def config(self) -> SuiteStepConfig:
+            return self._config
+
+        @property
+        def modules(self) -> torch.nn.ModuleList:
+            return self._modules
+
+        @property
+        def normalizer(self) -> Any:
+            return self._config.get_loss_normalizer()
+
+        @property
+        def surface_temperature_name(self) -> None:
+            return None
+
+        @property
+        def ocean_fraction_name(self) -> None:
+            return None
+
+        def prescribe_sst(self, mask_data: Any, gen_data: Any, target_data: Any) -> Any:
+            return dict(gen_data)
+
+        def get_regularizer_loss(self) -> torch.Tensor:
+            return torch.tensor(0.0)
+
+        def step(self, args: Any, wrapper: Any = lambda x: x) -> Any:
+            output, uncorrected = wrapper(self._modules[0])(args.input)
+            # fme's corrector reports corrected - pre-corrector, on the graph
+            delta = {k: output[k] - uncorrected[k] for k in uncorrected}
+            return StepOutput(output=output, corrector_diagnostics=CorrectorDiagnostics(delta))
+
+        def get_state(self) -> dict[str, Any]:
+            return {}
+
+        def load_state(self, state: dict[str, Any]) -> None:
+            return None
+
+    StepSelector.register(SUITE_STEP_TYPE)(SuiteStepConfig)
+    return SuiteStepConfig
+
+
+def batch_data(batch: Batch) -> Any:
+    """fme's ``BatchData``: each variable ``(n_batch, 1 + n_forward_steps,
+    n_lat, n_lon)`` (the initial state, then the targets), with placeholder
+    (zero) time coordinates, epoch 0."""
+    import numpy as np
+    import xarray as xr
+    from fme.ace.data_loading.batch_data import BatchData
+
+    data = {
+        k: torch.stack([v, *(t[k] for t in batch.targets)], dim=1)
+        for k, v in batch.initial_state.items()
+    }
+    n_batch, n_time = next(iter(data.values())).shape[:2]
+    time = xr.DataArray(np.zeros((n_batch, n_time)), dims=["sample", "time"])
+    return BatchData.new_on_cpu(data=data, time=time, epoch=0)
+
+
+class FmeStepper:
+    """fme's ``TrainStepper`` around a suite step (``StepperUnderTest``)."""
+
+    def __init__(self, train_stepper: Any, stepper: Any, step: SuiteStep, accumulate: bool):
+        self.train_stepper = train_stepper
+        self.stepper = stepper
+        self.step = step
+        self.accumulate = accumulate
+
+    def train_on_batch(self, batch: Batch) -> TrainOutcome:
+        from fme.core.optimization import OptimizationConfig
+
+        optimization = OptimizationConfig(use_gradient_accumulation=self.accumulate).build(
+            modules=self.train_stepper.modules, max_epochs=1
+        )
+        gradients: dict[str, torch.Tensor | None] = {}
+        apply_update = optimization._step_weights
+
+        def record_then_update() -> None:
+            # fme has no public hook between the backward pass(es) and the
+            # optimizer update: record the suite step's gradients here
+            for name, p in self.step.named_parameters():
+                gradients[name] = None if p.grad is None else p.grad.detach().clone()
+            apply_update()
+
+        optimization._step_weights = record_then_update
+        out = self.train_stepper.train_on_batch(batch_data(batch), optimization=optimization)
+        metrics = {k: float(v) for k, v in out.metrics.items()}
+        return TrainOutcome(metrics=metrics, gradients=gradients)
+
+    def predict(
+        self, batch: Batch
+    ) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+        """fme's ``Stepper.predict``; ``uncorrected = output - delta`` from
+        its step diagnostics (the corrector's deltas)."""
+        data = batch_data(batch)
+        names = list(batch.initial_state)
+        out, _ = self.stepper.predict(data.get_start(names, 1), data)
+        deltas = {} if out.step_diagnostics is None else dict(out.step_diagnostics.delta)
+        steps = []
+        for i in range(len(batch.targets)):
+            output = {k: out.data[k][:, i] for k in names}
+            uncorrected = {k: output[k] - d[:, i] for k, d in deltas.items()}
+            steps.append((output, uncorrected))
+        return steps
 
 
 class FmeAdapter(AdapterBase):
@@ -190,6 +391,8 @@ class FmeAdapter(AdapterBase):
             Capability.ENSEMBLE,
             Capability.AREA_WEIGHTED,
             Capability.BAD_INPUT_VALIDATION,
+            Capability.STEPPER,
+            Capability.GRADIENT_ACCUMULATION,
         }
     )
 
@@ -276,20 +479,18 @@ class FmeAdapter(AdapterBase):
             stand_in,
         )
 
-    def build_loss(self, spec: LossSpec) -> FmeLoss:
-        from fme.core.loss import StepLossConfig, StepOutputLoss
+    @staticmethod
+    def step_loss_config(spec: LossSpec) -> Any:
+        from fme.core.loss import StepLossConfig
 
-        normalizer = self.normalizer(spec)
-        step_loss = StepLossConfig(
+        return StepLossConfig(
             type=spec.main.loss_type,
             weights=dict(spec.main.weights),
             sqrt_loss_step_decay_constant=spec.main.sqrt_loss_step_decay_constant,
-        ).build(
-            self.gridded_operations(spec),
-            out_names=list(spec.names),
-            normalizer=normalizer,
-            channel_dim=CHANNEL_DIM,
         )
+
+    def corrector_loss_config(self, spec: LossSpec) -> Any:
+        """fme's ``CorrectorLossConfig`` for a case, or None (no corrector loss)."""
         # A case whose corrector modifies nothing: the features stay
         # configured, selecting the loss variables -- what fme's trainer sees
         # in an epoch whose corrector is disabled (a selection and empty
@@ -301,11 +502,23 @@ class FmeAdapter(AdapterBase):
             # fme's "feature off": fme rejects an empty names_and_prefixes as
             # "a contradiction, not a no-op".
             selected = inert or spec.precorrector.select_names or None
+        if selected is None and spec.regularization is None:
+            return None
+        return self.corrector_config(selected, spec.regularization, inert or spec.corrected_names)
+
+    def build_loss(self, spec: LossSpec) -> FmeLoss:
+        from fme.core.loss import StepOutputLoss
+
+        normalizer = self.normalizer(spec)
+        step_loss = self.step_loss_config(spec).build(
+            self.gridded_operations(spec),
+            out_names=list(spec.names),
+            normalizer=normalizer,
+            channel_dim=CHANNEL_DIM,
+        )
+        config = self.corrector_loss_config(spec)
         corrector_loss = None
-        if selected is not None or spec.regularization is not None:
-            config = self.corrector_config(
-                selected, spec.regularization, inert or spec.corrected_names
-            )
+        if config is not None:
             corrector_loss = config.build(
                 list(spec.names), normalizer=normalizer, channel_dim=CHANNEL_DIM
             )
@@ -313,9 +526,51 @@ class FmeAdapter(AdapterBase):
             StepOutputLoss(step_loss, corrector_loss), spec.n_ensemble, spec.regularization
         )
 
+    def build_stepper(self, spec: StepperSpec, step: SuiteStep) -> FmeStepper:
+        """fme's ``TrainStepper`` around ``step``, built the public way:
+        ``StepperConfig(step=StepSelector(<the suite step>)).get_stepper(dataset_info)``
+        and ``TrainStepper(stepper, TrainStepperConfig(loss, corrector_loss))``.
+        fme has no ``corrector_enabled``: nothing here raises for a step
+        without a corrector (fme's behaviour is what the suite sees)."""
+        import datetime
+
+        from fme.ace.stepper.single_module import StepperConfig, TrainStepper, TrainStepperConfig
+        from fme.core.coordinates import NullVerticalCoordinate
+        from fme.core.dataset_info import DatasetInfo
+        from fme.core.step.step import StepSelector
+
+        loss = spec.loss
+        _suite_step_config_class()  # registered in fme's step registry
+        step_config = {  # not dataclasses.asdict: that would deep-copy the step
+            "names": list(loss.names),
+            "means": dict(loss.normalizer.means),
+            "stds": dict(loss.normalizer.stds),
+            "module": step,
+        }
+        stepper_config = StepperConfig(step=StepSelector(type=SUITE_STEP_TYPE, config=step_config))
+        gridded = self.gridded_operations(loss)
+        dataset_info = DatasetInfo(
+            gridded_operations=gridded,
+            img_shape=None if gridded is None else tuple(loss.area_weights.shape),  # type: ignore[union-attr]
+            vertical_coordinate=NullVerticalCoordinate(),
+            timestep=datetime.timedelta(hours=6),
+        )
+        stepper = stepper_config.get_stepper(dataset_info)
+        train_config = TrainStepperConfig(
+            loss=self.step_loss_config(loss),
+            n_ensemble=loss.n_ensemble,
+            corrector_loss=self.corrector_loss_config(loss),
+        )
+        return FmeStepper(
+            TrainStepper(stepper=stepper, config=train_config),
+            stepper,
+            step,
+            spec.use_gradient_accumulation,
+        )
+
 
 def make_adapter() -> FmeAdapter:
     return FmeAdapter()
 
 
-__all__ = ["FME_VERSION", "FmeAdapter", "FmeLoss", "make_adapter"]
+__all__ = ["FME_VERSION", "FmeAdapter", "FmeLoss", "FmeStepper", "make_adapter", "to_deltas"]

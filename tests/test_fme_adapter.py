@@ -108,15 +108,18 @@ def test_declared_capabilities() -> None:
 
     adapter = make_adapter()
     assert adapter.version == "2026.10.0"
-    assert Capability.RAISE_ON_UNMATCHED in adapter.capabilities
+    for present in (
+        Capability.RAISE_ON_UNMATCHED,
+        Capability.STEPPER,
+        Capability.GRADIENT_ACCUMULATION,
+    ):
+        assert present in adapter.capabilities, present
     for absent in (
         Capability.EXCLUSION_MATCHER,
         Capability.WARN_ONCE_UNMATCHED,
         Capability.LOSS_CONFIG_REGULARIZATION,
         Capability.REGULARIZATION_LOSS_TYPES,
         Capability.DATA_MASK,
-        Capability.STEPPER,
-        Capability.GRADIENT_ACCUMULATION,
     ):
         assert absent not in adapter.capabilities, absent
 
@@ -198,3 +201,97 @@ def test_nothing_corrected_keeps_the_features_configured() -> None:
     result = loss(output, {}, target, 0)
     assert result.regularization is not None and float(result.regularization) == 0.0
     torch.testing.assert_close(result.total, result.main_total)
+
+
+# ------------------------------------------------------- fme's train stepper
+
+
+def _stepper_run(exclude, reg, accumulate: bool, n_steps: int = 2):  # noqa: ANN001, ANN202
+    """Train one batch through fme's TrainStepper around the suite step; the
+    expected per-step totals and gradients from the float64 oracle."""
+    from conformance import oracle
+    from conformance.adapter import Batch, StepperSpec
+    from conformance.fme_adapter import make_adapter
+    from fixtures.cases import main_case
+    from fixtures.corrector import SuiteStep, correct, model
+
+    case = main_case()
+    spec = case.spec(exclude=exclude, regularization=reg)
+    norm = spec.normalizer
+    step = SuiteStep(case.names, case.corrected, norm.means, norm.stds)
+    stepper = make_adapter().build_stepper(
+        StepperSpec(loss=spec, n_forward_steps=n_steps, use_gradient_accumulation=accumulate),
+        step,
+    )
+    targets = [
+        {k: v + 0.1 * (i + 1) * norm.stds[k] for k, v in case.target.items()}
+        for i in range(n_steps)
+    ]
+    initial = {k: v.clone() for k, v in case.target.items()}
+    # the parameters before training (fme's optimizer updates them)
+    gain = step.gain.detach().double().requires_grad_(True)
+    theta = step.corrector.theta.detach().double().requires_grad_(True)
+    outcome = stepper.train_on_batch(Batch(initial_state=initial, targets=targets))
+
+    state = {k: v.double() for k, v in initial.items()}
+    totals, loss = [], torch.zeros((), dtype=torch.float64)
+    for i in range(n_steps):
+        out, unc = correct(model(state, gain, norm.means, norm.stds), theta, case.corrected)
+        value = oracle.total(spec, out, unc, targets[i], i)
+        totals.append(float(value.detach()))
+        loss = loss + value
+        state = {k: v.detach() for k, v in out.items()} if accumulate else out
+    raw = torch.autograd.grad(loss, [gain, theta], allow_unused=True)
+    grads = {
+        name: torch.zeros((), dtype=torch.float64) if g is None else g
+        for name, g in zip(["gain", "corrector.theta"], raw)
+    }
+    return spec, outcome, totals, grads
+
+
+FEATURES = [
+    pytest.param(None, None, id="none"),
+    pytest.param((), None, id="precorrector"),
+    pytest.param(None, RegularizationSpec("MSE", weight=0.7), id="regularization"),
+    pytest.param(("q_2",), RegularizationSpec("L1", weight=0.7), id="both"),
+]
+
+
+@needs_fme
+@pytest.mark.parametrize("accumulate", [False, True], ids=["plain", "grad-accumulation"])
+@pytest.mark.parametrize(("exclude", "reg"), FEATURES)
+def test_fme_train_stepper_drives_the_suite_step(exclude, reg, accumulate: bool) -> None:  # noqa: ANN001
+    """The training hook is wired right: fme's per-step metric and the
+    gradients of both parameters (model and corrector) equal the oracle's.
+    fme's ``loss_step_{i}`` is the step's whole total (main loss plus the
+    weighted penalty), and fme logs no ``corrector_regularization*`` metric:
+    fme's own design (its test_penalty_rides_the_existing_metrics), which the
+    protocol's metric names differ from."""
+    _, outcome, totals, grads = _stepper_run(exclude, reg, accumulate)
+    for i, want in enumerate(totals):
+        assert outcome.metrics[f"loss_step_{i}"] == pytest.approx(want, rel=2e-5)
+    assert not any(k.startswith("corrector_regularization") for k in outcome.metrics)
+    for name, want in grads.items():
+        got = outcome.gradients[name]
+        assert got is not None, name
+        # float32 vs float64: ps ~ 1000 carries ~6e-6 std of rounding per value
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+@needs_fme
+def test_fme_builds_a_corrector_loss_for_a_step_without_corrector() -> None:
+    """fme has no ``corrector_enabled``: a corrector loss configured for a step
+    whose corrector is off is accepted at build and is inert in training (the
+    deltas are always empty) -- the seed's build-time error does not exist."""
+    from conformance.adapter import Batch, StepperSpec
+    from conformance.fme_adapter import make_adapter
+    from fixtures.cases import main_case
+    from fixtures.corrector import SuiteStep
+
+    case = main_case()
+    spec = case.spec(exclude=(), regularization=RegularizationSpec("MSE", weight=0.7))
+    norm = spec.normalizer
+    step = SuiteStep(case.names, case.corrected, norm.means, norm.stds, corrector_enabled=False)
+    stepper = make_adapter().build_stepper(StepperSpec(loss=spec), step)
+    outcome = stepper.train_on_batch(Batch(initial_state=dict(case.target), targets=[case.target]))
+    assert outcome.gradients["corrector.theta"] is None
