@@ -52,8 +52,9 @@ How the neutral case specs of ``conformance/adapter.py`` are translated
 - **Training hook.** The suite step is registered as an fme step type
   (``StepSelector``) whose ``step()`` returns fme's ``StepOutput`` (corrected
   output + deltas); fme's own ``StepperConfig.get_stepper`` and
-  ``TrainStepper`` train it, with fme's ``Optimization`` (Adam, its default
-  config; ``use_gradient_accumulation`` from the spec). Metrics are fme's, as
+  ``TrainStepper`` train it, with fme's ``Optimization`` (Adam with lr 0, so
+  the suite step's parameters stay put; ``use_gradient_accumulation`` from
+  the spec). Metrics are fme's, as
   fme logs them.
 
 Capabilities not declared, and why (see ``docs/fme/ANALYSIS.md``):
@@ -345,7 +346,9 @@ class FmeStepper:
     def train_on_batch(self, batch: Batch) -> TrainOutcome:
         from fme.core.optimization import OptimizationConfig
 
-        optimization = OptimizationConfig(use_gradient_accumulation=self.accumulate).build(
+        # lr 0 (as the reference adapter): the suite reads the gradients and
+        # computes its expectations from the step's parameters, which stay put
+        optimization = OptimizationConfig(lr=0.0, use_gradient_accumulation=self.accumulate).build(
             modules=self.train_stepper.modules, max_epochs=1
         )
         gradients: dict[str, torch.Tensor | None] = {}
