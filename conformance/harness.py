@@ -3,9 +3,21 @@ and running a loss on a case."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from conformance.adapter import LossResult, LossSpec, LossUnderTest, TensorMapping
+import torch
+
+from conformance.adapter import (
+    Batch,
+    LossResult,
+    LossSpec,
+    LossUnderTest,
+    StepperSpec,
+    SuiteStep,
+    TensorMapping,
+)
+from fixtures.corrector import SuiteStep as SuiteStepModule
 
 
 def describe(spec: LossSpec, case_id: str, **extra: Any) -> dict[str, Any]:
@@ -101,3 +113,95 @@ def assert_main_loss(
         inputs=inputs,
         meaning="the mean over all loss variables",
     )
+
+
+@dataclasses.dataclass
+class ExpectedTraining:
+    """The closed-form expectation of one ``train_on_batch`` (float64).
+
+    Attributes:
+        main_totals: each step's main loss total.
+        penalties: each step's penalty, or None without regularization.
+        loss: the optimized loss, ``sum_i (main_i + penalty_i)``.
+        gradients: ``d loss / d parameter`` by parameter name of the suite step.
+    """
+
+    main_totals: list[torch.Tensor]
+    penalties: list[torch.Tensor] | None
+    loss: torch.Tensor
+    gradients: dict[str, torch.Tensor]
+
+
+def expected_training(
+    spec: StepperSpec,
+    suite_step: SuiteStep,
+    batch: Batch,
+    detach_uncorrected: bool = False,
+) -> ExpectedTraining:
+    """Roll ``suite_step``'s closed form (``fixtures.corrector``) out in float64
+    from the batch's initial state, feeding each step's corrected output to
+    the next (detached between steps under gradient accumulation), and take
+    the loss of every step from the oracle. ``detach_uncorrected`` gives what
+    a stepper that (wrongly) detaches ``uncorrected`` would compute."""
+    from conformance import oracle
+    from fixtures.corrector import correct, model
+
+    assert isinstance(suite_step, SuiteStepModule)
+    loss_spec = spec.loss
+    gain = suite_step.gain.detach().double().requires_grad_(True)
+    theta = suite_step.corrector.theta.detach().double().requires_grad_(True)
+    corrected = suite_step.corrector.corrected
+    state = {k: v.double() for k, v in batch.initial_state.items()}
+    mains, penalties, totals = [], [], []
+    for i, target in enumerate(batch.targets):
+        raw = model(state, gain, suite_step.means, suite_step.stds)
+        output, uncorrected = correct(raw, theta, corrected)
+        if detach_uncorrected:
+            uncorrected = {k: v.detach() for k, v in uncorrected.items()}
+        predict = oracle.main_prediction(loss_spec, output, uncorrected)
+        main = oracle.main_total(oracle.main_per_channel(loss_spec, predict, target, i))
+        mains.append(main)
+        total = main
+        if loss_spec.regularization is not None:
+            pen = oracle.penalty(loss_spec, output, uncorrected)
+            penalties.append(pen)
+            total = total + pen
+        totals.append(total)
+        state = {k: v.detach() if spec.use_gradient_accumulation else v for k, v in output.items()}
+    loss = torch.stack(totals).sum()
+    grads = torch.autograd.grad(loss, [gain, theta], allow_unused=True)
+    gradients = {
+        "gain": grads[0] if grads[0] is not None else torch.zeros((), dtype=torch.float64),
+        "corrector.theta": grads[1]
+        if grads[1] is not None
+        else torch.zeros((), dtype=torch.float64),
+    }
+    return ExpectedTraining(
+        main_totals=[m.detach() for m in mains],
+        penalties=None if loss_spec.regularization is None else [p.detach() for p in penalties],
+        loss=loss.detach(),
+        gradients=gradients,
+    )
+
+
+def training_setup(
+    n_forward_steps: int,
+    exclude: Any = None,
+    regularization: Any = None,
+    use_gradient_accumulation: bool = False,
+    corrector_enabled: bool = True,
+) -> tuple[StepperSpec, SuiteStepModule, Batch]:
+    """A stepper spec on the main case's variables, a fresh suite step, and a batch."""
+    from fixtures.cases import main_case, training_batch
+
+    case = main_case()
+    loss_spec = case.spec(exclude=exclude, regularization=regularization)
+    norm = loss_spec.normalizer
+    step = SuiteStepModule(case.names, case.corrected, norm.means, norm.stds, corrector_enabled)
+    initial, targets = training_batch(n_forward_steps)
+    spec = StepperSpec(
+        loss=loss_spec,
+        n_forward_steps=n_forward_steps,
+        use_gradient_accumulation=use_gradient_accumulation,
+    )
+    return spec, step, Batch(initial_state=initial, targets=targets)

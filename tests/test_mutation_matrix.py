@@ -52,8 +52,15 @@ def preload_suite() -> None:
     """Import the suite's modules and the implementations once, before the
     runs: pytester restores ``sys.modules`` after each run, so anything first
     imported inside a run would be imported again by the next one (and the
-    shared cases rebuilt)."""
+    shared cases rebuilt). torch imports some modules lazily (the optimizer's
+    dynamo hooks) and cannot import them twice, so one training step of the
+    reference runs here first."""
     import conformance.checks
+    from conformance.harness import training_setup
+    from fixtures.adapters.reference import make_adapter
+
+    spec, step, batch = training_setup(1, (), None)
+    make_adapter().build_stepper(spec, step).train_on_batch(batch)
 
     for info in pkgutil.iter_modules(conformance.checks.__path__):
         importlib.import_module(f"conformance.checks.{info.name}")

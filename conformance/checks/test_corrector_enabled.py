@@ -1,0 +1,52 @@
+"""``corrector_enabled``: a corrector loss configured on a stepper whose step
+has no corrector is a build-time error that mentions the corrector; without a
+corrector loss such a step trains normally."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conformance.adapter import Capability, StepOutputLossAdapter
+from conformance.assertions import assert_close, assert_no_error, assert_raises_naming
+from conformance.harness import describe, expected_training, training_setup
+from conformance.plugin import requires
+from fixtures.cases import Option, feature_combinations, pid
+
+PROP = "corrector_enabled build-time check"
+
+
+@requires(Capability.STEPPER)
+@pytest.mark.parametrize("features", feature_combinations()[1:], ids=pid)
+def check_corrector_loss_needs_corrector(adapter: StepOutputLossAdapter, features: Option) -> None:
+    exclude, reg = features.value
+    spec, step, _ = training_setup(1, exclude, reg, corrector_enabled=False)
+    assert_raises_naming(
+        lambda: adapter.build_stepper(spec, step),
+        prop=PROP,
+        what="building a stepper with a corrector loss around a step without a corrector",
+        inputs=describe(spec.loss, "training", corrector_enabled=False),
+        must_mention=["corrector"],
+    )
+
+
+@requires(Capability.STEPPER)
+def check_no_corrector_loss_without_corrector_trains(adapter: StepOutputLossAdapter) -> None:
+    spec, step, batch = training_setup(1, corrector_enabled=False)
+    inputs = describe(spec.loss, "training", corrector_enabled=False)
+    stepper = assert_no_error(
+        lambda: adapter.build_stepper(spec, step), prop=PROP, what="build_stepper", inputs=inputs
+    )
+    outcome = assert_no_error(
+        lambda: stepper.train_on_batch(batch), prop=PROP, what="train_on_batch", inputs=inputs
+    )
+    got = outcome.metrics.get("loss_step_0")
+    assert_close(
+        None if got is None else torch.tensor(got),
+        expected_training(spec, step, batch).main_totals[0],
+        prop=PROP,
+        quantity="metric loss_step_0",
+        inputs=inputs,
+        meaning="the plain main loss",
+        rtol=1e-4,
+    )
