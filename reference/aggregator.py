@@ -6,6 +6,11 @@ value on all samples at once. A metric that some batches lack (e.g.
 ``loss_step_3`` in a shorter rollout) is averaged over the batches that have
 it. Works on anything with ``metrics: dict[str, Tensor]`` and ``n_batch: int``
 (a :class:`reference.stepper.TrainOutput`).
+
+Under data parallelism nothing is reduced here: the train stepper's metrics
+are already whole-batch values (sample means reduced across ranks) and its
+``n_batch`` counts the global batch, so every rank's epoch means equal one
+process's on the same batches.
 """
 
 from typing import Protocol

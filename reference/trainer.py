@@ -4,6 +4,11 @@ Every batch's metrics are logged with the ``batch_`` prefix (``batch_loss``,
 ``batch_corrector_regularization`` ...) by one generic rule, so a new metric
 needs no trainer code; the epoch's aggregated metrics are logged as
 ``train/mean/<name>``.
+
+Under data parallelism (:mod:`reference.distributed`) every rank runs the
+loop on its own shares; the stepper's metrics are already whole-batch values
+(identical on every rank, ``n_batch`` the global samples), so the epoch means
+are too, and only rank 0 logs (every rank still gets the epoch logs back).
 """
 
 from collections.abc import Callable, Iterable
@@ -24,8 +29,9 @@ class Trainer:
 
     Args:
         stepper: the train stepper.
-        log: called with each batch's logs and then with the epoch's logs;
-            by default they are appended to ``self.logged``.
+        log: called with each batch's logs and then with the epoch's logs
+            (on rank 0 only under data parallelism); by default they are
+            appended to ``self.logged``.
     """
 
     def __init__(self, stepper: TrainStepper, log: Logger | None = None):
@@ -36,10 +42,13 @@ class Trainer:
     def train_one_epoch(self, batches: Iterable[TensorMapping]) -> dict[str, float]:
         """Train on every batch; returns (and logs) ``train/mean/<name>`` epoch logs."""
         aggregator = self.stepper.get_aggregator()
+        is_root = self.stepper.distributed.is_root
         for batch in batches:
             output = self.stepper.train_on_batch(batch)
             aggregator.record_batch(output)
-            self.log(batch_logs(output.metrics))
+            if is_root:
+                self.log(batch_logs(output.metrics))
         logs = aggregator.get_logs("train")
-        self.log(logs)
+        if is_root:
+            self.log(logs)
         return logs
