@@ -448,11 +448,12 @@ class StepOutputLossAdapter(Protocol):
         ``step`` has the same initial parameters on every rank), train once
         on ``batch`` -- *this rank's share* of the global batch (contiguous
         shares in rank order, as a ``DistributedSampler`` would hand them) --
-        and return the :class:`TrainOutcome`: ``metrics`` as this rank would
-        log them, equal to one process's on the whole batch (each is a mean
-        over samples, so the ranks' values combine as a sample-weighted mean,
-        never a sum), and ``gradients`` this rank's synchronized gradients
-        (those of the whole batch's loss)."""
+        and return the :class:`TrainOutcome`: ``metrics`` as the
+        implementation logs them -- the suite reads rank 0's, which must equal
+        one process's on the whole batch (each metric is a mean over samples,
+        so the ranks' values combine as a sample-weighted mean, never a sum)
+        -- and ``gradients``: this rank's synchronized gradients, the whole
+        batch's (the suite reads every rank's)."""
         ...
 
 
