@@ -138,6 +138,8 @@ class WeightedMappingLoss:
     ) -> torch.Tensor:
         scale = self._scale[name]
         if self.loss.difference_only:
+            if mask is None:  # the common case: no scaled difference is stored
+                return self.loss.of_scaled_difference(predict, target, scale)
             return self.loss.of_difference(_broadcast_mask((predict - target) * scale, mask))
         mean = self.normalizer.means[name]
         p = _broadcast_mask((predict - mean) * scale, mask)
@@ -177,20 +179,52 @@ class WeightedMappingLoss:
             exactly those in ``differences``; its ``total()`` is the mean
             over those channels only.
         """
+        self._require_difference_only()
+        mask = data_mask or {}
+        values = {
+            name: self.loss.of_difference(
+                _broadcast_mask(differences[name] * self._scale[name], mask.get(name))
+            )
+            for name in self.names
+            if name in differences
+        }
+        return self._of_active(values)
+
+    def of_differences_between(
+        self,
+        minuend: TensorMapping,
+        subtrahend: TensorMapping,
+        data_mask: TensorMapping | None = None,
+    ) -> LossOutput:
+        """``of_differences({k: minuend[k] - subtrahend[k]})`` for the channels in
+        ``subtrahend``, without storing the differences.
+
+        Args:
+            minuend, subtrahend: physical units, ``(n_batch, n_ensemble,
+                *spatial)``; e.g. ``output`` and ``uncorrected``, whose
+                differences are the corrections.
+        """
+        self._require_difference_only()
+        mask = data_mask or {}
+        values = {
+            name: self._channel(name, minuend[name], subtrahend[name], mask.get(name))
+            for name in self.names
+            if name in subtrahend
+        }
+        return self._of_active(values)
+
+    def _require_difference_only(self) -> None:
         if not self.loss.difference_only:
             raise ValueError(f"{type(self.loss).__name__} is not a function of differences alone.")
-        mask = data_mask or {}
-        active = tuple(n in differences for n in self.names)
-        values = []
-        for name, is_active in zip(self.names, active):
-            if is_active:
-                d = _broadcast_mask(differences[name] * self._scale[name], mask.get(name))
-                values.append(self.loss.of_difference(d))
+
+    def _of_active(self, values: Mapping[str, torch.Tensor]) -> LossOutput:
+        """A ``LossOutput`` over all channels whose active channels are exactly
+        those in ``values`` (0-d losses); inactive channels hold 0."""
+        active = tuple(n in values for n in self.names)
         if not values:
             return LossOutput(self.names, torch.zeros(len(self.names)), active)
-        zero = torch.zeros((), dtype=values[0].dtype, device=values[0].device)
-        it = iter(values)
-        per_channel = torch.stack([next(it) if a else zero for a in active])
+        zero = torch.zeros_like(next(iter(values.values())))
+        per_channel = torch.stack([values.get(n, zero) for n in self.names])
         return LossOutput(self.names, per_channel, active)
 
 
@@ -347,8 +381,12 @@ class StepOutputLoss:
         """
         self._validate(step_output, target_step)
         names = self.step_loss.names
-        output = step_output.output
-        uncorrected = {k: v for k, v in step_output.uncorrected.items() if k in names}
+        # views (n_batch, n_ensemble, *spatial); the main loss and the penalty
+        # share them, so their gradients meet in one buffer
+        output = unfold_ensemble(step_output.output, self.n_ensemble)
+        uncorrected = unfold_ensemble(
+            {k: v for k, v in step_output.uncorrected.items() if k in names}, self.n_ensemble
+        )
         swapped: list[str] = []
         if self.precorrector_exclusions is not None and uncorrected:
             self._warn_unmatched_once(list(uncorrected))
@@ -356,12 +394,12 @@ class StepOutputLoss:
         predict = {k: (uncorrected[k] if k in swapped else output[k]) for k in names}
         target = {k: target_step[k].unsqueeze(1) for k in names}
         mask = _unfold_mask(data_mask, target)
-        main = self.step_loss(unfold_ensemble(predict, self.n_ensemble), target, step, mask)
+        main = self.step_loss(predict, target, step, mask)
         regularization = None
         if self.regularization is not None:
-            corrections = {k: output[k] - u for k, u in uncorrected.items()}
-            penalty = self.regularization.of_differences(
-                unfold_ensemble(corrections, self.n_ensemble), mask
+            # the loss of the corrections output - uncorrected, never stored
+            penalty = self.regularization.of_differences_between(
+                {k: output[k] for k in uncorrected}, uncorrected, mask
             )
             regularization = self.regularization_weight * penalty.total()
         self._diagnose_nonfinite(main, regularization, step_output, swapped)

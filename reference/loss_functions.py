@@ -13,9 +13,15 @@ Losses whose value depends only on ``predict - target`` set
 ``difference_only = True`` and implement :meth:`ChannelLoss.of_difference`;
 callers then pass the (weighted, normalized) difference directly. For them
 the normalizer's mean cancels, which is both exact and cheaper.
+:meth:`ChannelLoss.of_scaled_difference` takes the loss of
+``scale * (predict - target)`` from the physical values themselves; MSE, L1
+and AreaWeightedMSE pull the scalar out of the mean, so the scaled
+difference is never stored nor back-propagated through (the formulation the
+benchmarks in ``benchmarks/`` time).
 """
 
 import torch
+import torch.nn.functional as F
 
 
 class ChannelLoss:
@@ -33,6 +39,13 @@ class ChannelLoss:
         """The loss of ``predict - target``; only for ``difference_only`` losses."""
         raise NotImplementedError(f"{type(self).__name__} is not a difference-only loss")
 
+    def of_scaled_difference(
+        self, predict: torch.Tensor, target: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        """``of_difference(scale * (predict - target))``; only for ``difference_only``
+        losses. ``target`` broadcasts against ``predict``; ``scale >= 0``."""
+        return self.of_difference((predict - target) * scale)
+
 
 class MSELoss(ChannelLoss):
     """Mean squared error over every point and sample of the channel."""
@@ -42,6 +55,12 @@ class MSELoss(ChannelLoss):
     def of_difference(self, difference: torch.Tensor) -> torch.Tensor:
         return torch.mean(torch.square(difference))
 
+    def of_scaled_difference(
+        self, predict: torch.Tensor, target: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        # mean((s * d) ** 2) = s ** 2 * mean(d ** 2): one fused kernel each way
+        return F.mse_loss(predict, target.expand_as(predict)) * scale**2
+
 
 class L1Loss(ChannelLoss):
     """Mean absolute error over every point and sample of the channel."""
@@ -50,6 +69,12 @@ class L1Loss(ChannelLoss):
 
     def of_difference(self, difference: torch.Tensor) -> torch.Tensor:
         return torch.mean(torch.abs(difference))
+
+    def of_scaled_difference(
+        self, predict: torch.Tensor, target: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        # mean(|s * d|) = |s| * mean(|d|)
+        return F.l1_loss(predict, target.expand_as(predict)) * abs(scale)
 
 
 def _area_weighted_mean(x: torch.Tensor, area_weights: torch.Tensor) -> torch.Tensor:
@@ -72,6 +97,11 @@ class AreaWeightedMSELoss(ChannelLoss):
 
     def of_difference(self, difference: torch.Tensor) -> torch.Tensor:
         return _area_weighted_mean(torch.square(difference), self.area_weights).mean()
+
+    def of_scaled_difference(
+        self, predict: torch.Tensor, target: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        return self.of_difference(predict - target) * scale**2
 
 
 class NaNLoss(ChannelLoss):
