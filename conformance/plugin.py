@@ -12,6 +12,8 @@
   expected failures: one that passes is reported as a failure ("XPASS(strict)").
 - A check whose required capability the adapter does not declare is skipped
   with the reason ``not applicable: <capability>``.
+- Several implementations, comma-separated, run in one session: every check
+  is parametrized by ``impl=<module:factory>`` (the mutation matrix uses it).
 
 The plugin only acts on the suite's own checks (``conformance/checks``); in any
 other test run it adds its options and nothing else.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,7 +42,7 @@ NOT_APPLICABLE = "not applicable: "
 requires = getattr(pytest.mark, REQUIRES_MARKER)
 """``@requires(Capability.X, ...)``: the check runs only if the adapter declares them all."""
 
-_adapter_key = pytest.StashKey["StepOutputLossAdapter"]()
+_adapters_key = pytest.StashKey["dict[str, StepOutputLossAdapter]"]()
 _xfails_key = pytest.StashKey["dict[str, str]"]()
 _used_xfails_key = pytest.StashKey["set[str]"]()
 
@@ -115,34 +118,87 @@ def load_adapter(spec: str) -> StepOutputLossAdapter:
     return adapter
 
 
-def get_adapter(config: pytest.Config) -> StepOutputLossAdapter:
-    """The adapter under test, loaded once per session (lazily: test runs that
-    collect no check never import an implementation)."""
-    if _adapter_key not in config.stash:
-        config.stash[_adapter_key] = load_adapter(impl_spec(config))
-    return config.stash[_adapter_key]
+def impl_specs(config: pytest.Config) -> list[str]:
+    """Every ``module:factory`` in effect: the option (or env var) may list
+    several, comma-separated, to run the suite against each in one session."""
+    return [s.strip() for s in impl_spec(config).split(",") if s.strip()]
+
+
+def get_adapters(config: pytest.Config) -> dict[str, StepOutputLossAdapter]:
+    """The adapters under test by spec, loaded once per session (lazily: test
+    runs that collect no check never import an implementation)."""
+    if _adapters_key not in config.stash:
+        config.stash[_adapters_key] = {spec: load_adapter(spec) for spec in impl_specs(config)}
+    return config.stash[_adapters_key]
+
+
+def get_adapter(config: pytest.Config, spec: str | None = None) -> StepOutputLossAdapter:
+    """The adapter of ``spec`` (default: the first, usually the only one)."""
+    adapters = get_adapters(config)
+    return adapters[spec] if spec is not None else next(iter(adapters.values()))
+
+
+IMPL_PARAM = "stepoutputloss_adapter"
+IMPL_ID_PREFIX = "impl="
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With several implementations, every check runs once per implementation
+    (id segment ``impl=<module:factory>``; each adapter is set up once)."""
+    if IMPL_PARAM not in metafunc.fixturenames or not _in_checks(metafunc.definition.path):
+        return
+    specs = impl_specs(metafunc.config)
+    if len(specs) > 1:
+        metafunc.parametrize(
+            IMPL_PARAM,
+            specs,
+            indirect=True,
+            ids=[IMPL_ID_PREFIX + spec for spec in specs],
+            scope="session",
+        )
 
 
 @pytest.fixture(scope="session")
-def stepoutputloss_adapter(pytestconfig: pytest.Config) -> StepOutputLossAdapter:
+def stepoutputloss_adapter(request: pytest.FixtureRequest) -> StepOutputLossAdapter:
     """The adapter under test (see ``conformance.adapter``)."""
-    return get_adapter(pytestconfig)
+    return get_adapter(request.config, getattr(request, "param", None))
+
+
+def item_impl(item: pytest.Item) -> str | None:
+    """The implementation spec an item runs against, when several are given."""
+    callspec = getattr(item, "callspec", None)
+    return None if callspec is None else callspec.params.get(IMPL_PARAM)
 
 
 # ------------------------------------------------------------------ items
 
 
-def is_check(item: pytest.Item) -> bool:
-    """Whether ``item`` is one of the suite's checks."""
+def _in_checks(path: Path) -> bool:
     try:
-        return item.path.resolve().parent == CHECKS_DIR
+        return path.resolve().parent == CHECKS_DIR
     except OSError:  # pragma: no cover - unusual file systems
         return False
 
 
+def is_check(item: pytest.Item) -> bool:
+    """Whether ``item`` is one of the suite's checks."""
+    return _in_checks(item.path)
+
+
+def strip_impl(name: str) -> str:
+    """A check's name without the ``impl=...`` id segment that
+    multi-implementation runs add (specs contain no ``-``)."""
+    base, bracket, params = name.partition("[")
+    if not bracket:
+        return name
+    kept = re.sub(r"(?:^|-)" + re.escape(IMPL_ID_PREFIX) + r"[^-]*", "", params[:-1]).lstrip("-")
+    return f"{base}[{kept}]" if kept else base
+
+
 def check_id(item: pytest.Item) -> str:
-    """The stable id of a check: ``<module file>::<check>[<params>]``."""
-    return f"{item.path.name}::{item.name}"
+    """The stable id of a check: ``<module file>::<check>[<params>]`` (without
+    the implementation, in multi-implementation runs)."""
+    return f"{item.path.name}::{strip_impl(item.name)}"
 
 
 def required_capabilities(item: pytest.Item) -> list[Capability]:
@@ -163,10 +219,17 @@ def missing_capability(item: pytest.Item, declared: Iterable[Capability]) -> Cap
     return next((c for c in required_capabilities(item) if c not in have), None)
 
 
+CHECK_PROPERTY = "stepoutputloss_check"
+IMPL_PROPERTY = "stepoutputloss_impl"
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if not is_check(item):
         return
-    missing = missing_capability(item, get_adapter(item.config).capabilities)
+    # every report of a check carries its check id and implementation
+    item.user_properties.append((CHECK_PROPERTY, check_id(item)))
+    item.user_properties.append((IMPL_PROPERTY, item_impl(item) or impl_specs(item.config)[0]))
+    missing = missing_capability(item, get_adapter(item.config, item_impl(item)).capabilities)
     if missing is not None:
         pytest.skip(NOT_APPLICABLE + missing.value)
 
@@ -241,14 +304,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    if _adapter_key not in config.stash:
+    if _adapters_key not in config.stash:
         return
-    adapter = config.stash[_adapter_key]
     tr = terminalreporter
     tr.section("StepOutputLoss conformance", sep="-")
-    tr.write_line(f"implementation: {adapter.name} {adapter.version} ({impl_spec(config)})")
-    declared = sorted(c.value for c in adapter.capabilities)
-    tr.write_line(f"capabilities:   {', '.join(declared) or '(none)'}")
+    for spec, adapter in config.stash[_adapters_key].items():
+        tr.write_line(f"implementation: {adapter.name} {adapter.version} ({spec})")
+        declared = sorted(c.value for c in adapter.capabilities)
+        tr.write_line(f"capabilities:   {', '.join(declared) or '(none)'}")
     not_applicable: dict[str, int] = {}
     for report in tr.stats.get("skipped", []):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""

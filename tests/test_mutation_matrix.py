@@ -7,7 +7,8 @@ against the reference and every mutant of ``fixtures/mutants``, must
 - have no check that kills nothing.
 
 The matrix (checks x implementations) is printed; run with ``-s`` to see it.
-Each implementation's suite runs once; the runs are shared by the tests of
+One in-process session runs the suite against all implementations at once
+(``--stepoutputloss-impl a,b,...``); its outcomes are shared by the tests of
 this module.
 """
 
@@ -19,7 +20,7 @@ import pkgutil
 
 import pytest
 
-from conformance.plugin import NOT_APPLICABLE
+from conformance.plugin import CHECK_PROPERTY, IMPL_PROPERTY, NOT_APPLICABLE
 from fixtures import mutants
 
 pytest_plugins = ("pytester",)
@@ -68,27 +69,35 @@ def preload_suite() -> None:
         mutants.load(name)
 
 
-def run_suite(pytester: pytest.Pytester, impl: str) -> dict[str, str]:
-    """Every check id's outcome against ``impl``."""
+def run_suite(pytester: pytest.Pytester, impls: dict[str, str]) -> dict[str, dict[str, str]]:
+    """``{name: {check id: outcome}}``: one in-process session runs the suite
+    against every implementation of ``impls`` (``name -> module:factory``)."""
     reprec = pytester.inline_run(
-        "--pyargs", "conformance.checks", f"--stepoutputloss-impl={impl}", *FAST_ARGS
+        "--pyargs",
+        "conformance.checks",
+        "--stepoutputloss-impl=" + ",".join(impls.values()),
+        *FAST_ARGS,
     )
-    outcomes: dict[str, str] = {}
+    by_spec = {spec: name for name, spec in impls.items()}
+    outcomes: dict[str, dict[str, str]] = {name: {} for name in impls}
     for rep in reprec.getreports("pytest_runtest_logreport"):
-        cid = f"{rep.nodeid.rsplit('/', 1)[-1]}"
+        props = dict(rep.user_properties)
+        cid, spec = props[CHECK_PROPERTY], props[IMPL_PROPERTY]
+        out = outcomes[by_spec[spec]]
         if rep.when == "setup" and rep.skipped:
             reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
             reason = reason.removeprefix("Skipped: ")
-            outcomes[cid] = (
+            out[cid] = (
                 f"{NOT_APPL}: {reason.removeprefix(NOT_APPLICABLE)}"
                 if reason.startswith(NOT_APPLICABLE)
                 else f"skip: {reason}"
             )
         elif rep.failed:
-            outcomes[cid] = FAIL
+            out[cid] = FAIL
         elif rep.when == "call":
-            outcomes.setdefault(cid, XFAIL if hasattr(rep, "wasxfail") else PASS)
-    assert outcomes, f"the suite collected nothing against {impl}"
+            out.setdefault(cid, XFAIL if hasattr(rep, "wasxfail") else PASS)
+    empty = [name for name, o in outcomes.items() if not o]
+    assert not empty, f"the suite collected nothing against {empty}"
     return outcomes
 
 
@@ -118,9 +127,9 @@ def matrix(pytester: pytest.Pytester) -> dict[str, dict[str, str]]:
     mutant, computed once per test session."""
     if not _MATRIX:
         preload_suite()
-        _MATRIX["reference"] = run_suite(pytester, REFERENCE)
-        for name in mutants.mutant_names():
-            _MATRIX[name] = run_suite(pytester, f"fixtures.mutants.{name}:make_adapter")
+        impls = {"reference": REFERENCE}
+        impls.update({n: f"fixtures.mutants.{n}:make_adapter" for n in mutants.mutant_names()})
+        _MATRIX.update(run_suite(pytester, impls))
     return _MATRIX
 
 
