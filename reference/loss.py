@@ -296,6 +296,7 @@ def unfold_ensemble(data: TensorMapping, n_ensemble: int) -> TensorDict:
 
 
 def _unfold_mask(data_mask: TensorMapping | None, target: TensorMapping) -> TensorDict | None:
+    """``target``: ``(n_batch, *spatial)``, before the ensemble dim is unfolded."""
     if data_mask is None:
         return None
     out = {}
@@ -393,7 +394,7 @@ class StepOutputLoss:
             swapped = [k for k in uncorrected if not self.precorrector_exclusions.matches(k)]
         predict = {k: (uncorrected[k] if k in swapped else output[k]) for k in names}
         target = {k: target_step[k].unsqueeze(1) for k in names}
-        mask = _unfold_mask(data_mask, target)
+        mask = _unfold_mask(data_mask, target_step)
         main = self.step_loss(predict, target, step, mask)
         regularization = None
         if self.regularization is not None:

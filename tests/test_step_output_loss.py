@@ -269,3 +269,30 @@ def test_corrected_variable_outside_loss_is_an_error():
     bad = StepOutput(out, {**so.uncorrected, "diag": torch.ones(SHAPE)})
     with pytest.raises(StepOutputLossInputError, match="'diag', which is not a loss variable"):
         _call(loss, bad, tensors(7))
+
+
+@pytest.mark.parametrize("n_ensemble", [1, 2])
+def test_per_sample_mask_stays_with_its_sample(n_ensemble):
+    # a (n_batch, *spatial) mask that differs between samples: sample 0 all
+    # valid, sample 1 all masked, so only sample 0's points count
+    loss, _ = build(reg_type="MSE", n_ensemble=n_ensemble)
+    so = step_output(shape=(2 * n_ensemble, 3, 4))
+    target = tensors(7, shape=(2, 3, 4))
+    mask = {k: torch.zeros((2, 3, 4), dtype=torch.bool) for k in NAMES}
+    for m in mask.values():
+        m[0] = True
+    result = loss(so, target, step=0, data_mask=mask)
+    first = slice(0, n_ensemble)  # the members of sample 0
+    for k in NAMES:
+        d = (so.output[k][first] - target[k][0]) / STDS[k]
+        expected = d.square().sum() / (2 * n_ensemble * 3 * 4)
+        torch.testing.assert_close(result.main.channel_losses()[k], expected, **TOL)
+    assert result.regularization is not None
+    reg = torch.stack(
+        [
+            ((so.output[k][first] - so.uncorrected[k][first]) / STDS[k]).square().sum()
+            / (2 * n_ensemble * 3 * 4)
+            for k in so.uncorrected
+        ]
+    ).mean()
+    torch.testing.assert_close(result.regularization, reg, **TOL)
