@@ -281,6 +281,8 @@ def xfail_reason(xfails: dict[str, str], item: pytest.Item) -> tuple[str, str] |
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if any(is_check(item) for item in items):
+        get_adapters(config)  # a bad --stepoutputloss-impl is a usage error, once
     path = config.getoption("--stepoutputloss-xfails")
     if not path:
         return
