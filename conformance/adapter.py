@@ -121,14 +121,16 @@ class Capability(str, enum.Enum):
 
     DATA_MASK = "data-mask"
     """The loss takes ``data_mask`` (per-variable, True = valid, broadcastable
-    to ``(n_batch, *spatial)``); masked points contribute 0 to both the main
-    loss and the penalty."""
+    to ``(n_batch, *spatial)``, the same for every ensemble member of a
+    sample); masked points contribute 0 to both the main loss and the
+    penalty, and still count in the mean's denominator."""
 
     BAD_INPUT_VALIDATION = "bad-input-validation"
     """Bad inputs (a loss variable missing from ``output`` or the target, an
     ``uncorrected`` key not in ``output``, mismatched shapes) raise an
     ``Exception`` (not an ``AssertionError``/internal traceback) whose message
-    names the offending variable."""
+    names the offending variable, and for a missing variable the mapping it
+    is missing from (``output`` or ``target``)."""
 
     STEPPER = "stepper"
     """The training hook: :meth:`StepOutputLossAdapter.build_stepper` wraps a
@@ -196,7 +198,11 @@ class PreCorrectorSpec:
             (explicit names), followed by every exclusion entry that matches
             no corrected variable (so an unmatched entry stays unmatched in
             either vocabulary). Opt-in implementations swap exactly the
-            selected variables.
+            selected variables. These are exact names: an implementation
+            whose bare entry ``x`` also selects the levels ``x_<n>`` cannot
+            select a 2D ``x`` without its corrected levels; the suite's fixed
+            cases never ask for that (no variable is both ``x`` and the stem
+            of levels ``x_<n>``).
     """
 
     exclude_names_and_prefixes: tuple[str, ...] = ()
