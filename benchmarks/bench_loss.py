@@ -258,7 +258,7 @@ def loss_table(size_name: str, rounds: int, warmup: int) -> None:
     for key, case in cases.items():
         q1, q2, q3 = (1e3 * v for v in quartiles(samples[key]))
         print(f"| {case.label} | {q2:.3f} [{q1:.3f}, {q3:.3f}] |")
-    rows = [
+    rows: list[tuple[str, str, str, str, float | None]] = [
         ("P1", "ours no corrector loss / ours StepLoss", "pass", "step", 1.01),
         ("P2", "ours both features / ours StepLoss", "both", "step", 1.30),
     ]
@@ -352,7 +352,7 @@ def memory_child(size_name: str, n_steps: int, accumulate: bool) -> dict[str, fl
     peak = _status_mib("VmHWM")
     first = out.step_outputs[0]
     retained = sum(v.nbytes for v in [*first.output.values(), *first.uncorrected.values()])
-    retained += sum(v.nbytes for v in out.gen_data.values()) / n_steps
+    retained += sum(v.nbytes for v in out.gen_data.values()) // n_steps
     return {"peak_growth_mib": peak - before, "retained_per_step_mib": retained / 2**20}
 
 
@@ -377,6 +377,9 @@ def memory_table(size_name: str, steps: tuple[int, ...], threads: int, quick: bo
     size = SIZES[size_name]
     where = "all in this process (--quick)" if quick else "one process per row and column"
     print(f"\n## P3 memory, size {size_name}: {size.describe()}")
+    if not os.path.exists("/proc/self/clear_refs"):
+        print("(skipped: P3 reads and resets the peak resident size through Linux /proc)")
+        return
     print(
         "peak resident memory of one train_on_batch above the resident memory "
         f"before it (MiB), both features on; {where}"
@@ -411,6 +414,30 @@ def memory_table(size_name: str, steps: tuple[int, ...], threads: int, quick: bo
     )
 
 
+# ---------------------------------------------------------------- P4: suite time
+
+
+def suite_table() -> None:
+    """Wall time of ``pytest`` (the project's tests and the conformance suite
+    against the reference, the README's test command) and of the suite's
+    part alone (``pytest conformance/checks``), each in a fresh process."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    print("\n## P4 suite run time (wall clock, one fresh process each)")
+    print("\n| command | s | result |\n| --- | --- | --- |")
+    for args in ([], ["conformance/checks"]):
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - start
+        summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
+        shown = " ".join(["pytest", *args])
+        print(f"| `{shown}` | {seconds:.1f} | {summary.strip('= ')} |")
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def describe_machine(threads: int) -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -438,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per case")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-memory", action="store_true", help="skip P3")
-    parser.add_argument("--suite", action="store_true", help="also time pytest (P4)")
+    parser.add_argument("--no-suite", action="store_true", help="skip P4 (--quick skips it)")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -451,13 +478,16 @@ def main(argv: list[str] | None = None) -> None:
     sizes = list(SIZES) if args.size == "all" else [args.size]
     print("# StepOutputLoss benchmarks")
     print(describe_machine(args.threads))
+    print(f"load average at start: {_load()} (other work on the machine inflates times)")
     start = time.perf_counter()
     for size_name in sizes:
         loss_table(size_name, rounds, warmup)
     if not args.no_memory:
         steps = MEMORY_STEPS[:2] if args.quick else MEMORY_STEPS
         memory_table(sizes[-1], steps, args.threads, args.quick)
-    print(f"\n(total {time.perf_counter() - start:.1f} s)")
+    if not (args.quick or args.no_suite):
+        suite_table()
+    print(f"\n(total {time.perf_counter() - start:.1f} s; load average {_load()})")
 
 
 if __name__ == "__main__":
