@@ -87,6 +87,8 @@ def matcher_treats_names_as_regex() -> None:
     from fme.core.name_and_prefix_matcher import NameAndPrefixMatcher
 
     assert not NameAndPrefixMatcher(["x+(1)"]).match("x+(1)")
+    assert not NameAndPrefixMatcher(["u[0]"]).match("u[0]")  # a character class:
+    assert NameAndPrefixMatcher(["u[0]"]).match("u0")  # it matches "u0"
     assert NameAndPrefixMatcher(["a.b"]).match("aXb")  # '.' matches anything
     names = ["x+(1)"]
     norm = StandardNormalizer({"x+(1)": torch.tensor(0.0)}, {"x+(1)": torch.tensor(1.0)})
