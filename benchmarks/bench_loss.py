@@ -250,14 +250,11 @@ def loss_table(size_name: str, rounds: int, warmup: int) -> None:
         cases.update(peer)
     samples = time_cases(cases, rounds, warmup)
     print(f"\n## size {size_name}: {size.describe()}")
-    print(
-        f"forward+backward, {rounds} interleaved rounds after {warmup} warm-up rounds; "
-        "median [quartiles]"
-    )
-    print("\n| case | ms |\n| --- | --- |")
+    print(f"forward+backward, {rounds} interleaved rounds after {warmup} warm-up rounds")
+    print("\n| case | median ms [quartiles] | min ms |\n| --- | --- | --- |")
     for key, case in cases.items():
         q1, q2, q3 = (1e3 * v for v in quartiles(samples[key]))
-        print(f"| {case.label} | {q2:.3f} [{q1:.3f}, {q3:.3f}] |")
+        print(f"| {case.label} | {q2:.3f} [{q1:.3f}, {q3:.3f}] | {1e3 * min(samples[key]):.3f} |")
     rows: list[tuple[str, str, str, str, float | None]] = [
         ("P1", "ours no corrector loss / ours StepLoss", "pass", "step", 1.01),
         ("P2", "ours both features / ours StepLoss", "both", "step", 1.30),
@@ -269,13 +266,20 @@ def loss_table(size_name: str, rounds: int, warmup: int) -> None:
             ("fme", "fme no corrector loss / fme StepLoss", "fme_pass", "fme_step", None),
             ("fme", "fme both features / fme StepLoss", "fme_both", "fme_step", None),
         ]
-    print("\n| | ratio (median of per-round ratios) | value | target |\n| --- | --- | --- | --- |")
+    print(
+        "\n| | ratio | median of per-round ratios | ratio of mins | target |"
+        "\n| --- | --- | --- | --- | --- |"
+    )
     for tag, what, num, den, target in rows:
         value = paired_ratio(samples, num, den)
-        verdict = (
-            "" if target is None else f"<= {target:.2f} {'met' if value <= target else 'MISSED'}"
-        )
-        print(f"| {tag} | {what} | {value:.3f} | {verdict} |")
+        of_mins = min(samples[num]) / min(samples[den])
+        if target is None:
+            verdict = ""
+        elif size_name != "ace":
+            verdict = f"({target:.2f} is for the ace size)"
+        else:
+            verdict = f"<= {target:.2f} {'met' if value <= target else 'MISSED'}"
+        print(f"| {tag} | {what} | {value:.3f} | {of_mins:.3f} | {verdict} |")
     if fme is not None:
         print("\n" + check_agreement(cases, peer))
     else:
