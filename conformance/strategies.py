@@ -137,12 +137,13 @@ class PropertyCase:
 
 
 @st.composite
-def variable_names(draw: st.DrawFn) -> tuple[str, ...]:
-    """1 to 4 stems, each 2D (``x``), 3D (``x_0`` ... ``x_<n>``) or both."""
+def variable_names(draw: st.DrawFn, allow_both: bool = True) -> tuple[str, ...]:
+    """1 to 4 stems, each 2D (``x``), 3D (``x_0`` ... ``x_<n>``) or, with
+    ``allow_both``, both (``x`` beside ``x_0`` ...)."""
     stems = draw(st.lists(st.sampled_from(STEMS), min_size=1, max_size=4, unique=True))
     names: list[str] = []
     for stem in stems:
-        kind = draw(st.sampled_from(("2d", "3d", "both")))
+        kind = draw(st.sampled_from(("2d", "3d", "both") if allow_both else ("2d", "3d")))
         if kind in ("2d", "both"):
             names.append(stem)
         if kind in ("3d", "both"):
@@ -185,7 +186,10 @@ def loss_cases(
     """A random case the adapter supports. ``precorrector`` / ``regularization``:
     force the feature on (True) or off (False); None draws it."""
     caps = set(capabilities)
-    names = draw(variable_names())
+    # opt-in selections are exact names (see PreCorrectorSpec.select_names): a
+    # bare ``x`` cannot select a 2D ``x`` without its levels, so such
+    # adapters get no variable that is both ``x`` and a stem of levels.
+    names = draw(variable_names(allow_both=Capability.EXCLUSION_MATCHER in caps))
     corrected = tuple(n for n in names if draw(st.booleans()))
     n_ensemble = draw(st.sampled_from((1, 2, 3))) if Capability.ENSEMBLE in caps else 1
     main_types = ["MSE", "L1"]
