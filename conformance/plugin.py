@@ -223,7 +223,9 @@ CHECK_PROPERTY = "stepoutputloss_check"
 IMPL_PROPERTY = "stepoutputloss_impl"
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a not-applicable check before any of its fixtures is set up."""
     if not is_check(item):
         return
     # every report of a check carries its check id and implementation
