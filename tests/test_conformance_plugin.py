@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.inprocess import preload
 from conformance.plugin import CHECK_PROPERTY, parse_xfails, strip_impl
 
 pytest_plugins = ("pytester",)
+
+preload()  # before pytester snapshots sys.modules (see conformance.inprocess)
 
 MUTANT = "fixtures.mutants.both_none_accepted:make_adapter"
 VARIANT = "fixtures.adapters.variant:make_adapter"

@@ -10,9 +10,12 @@ import collections
 import pytest
 
 from conformance.adapter import Capability
+from conformance.inprocess import preload
 from fixtures.adapters.variant import make_adapter
 
 pytest_plugins = ("pytester",)
+
+preload()  # before pytester snapshots sys.modules (see conformance.inprocess)
 
 UNDECLARED = sorted(c.value for c in set(Capability) - make_adapter().capabilities)
 

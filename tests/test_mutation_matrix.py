@@ -15,15 +15,16 @@ this module.
 from __future__ import annotations
 
 import collections
-import importlib
-import pkgutil
 
 import pytest
 
+from conformance.inprocess import preload
 from conformance.plugin import CHECK_PROPERTY, IMPL_PROPERTY, NOT_APPLICABLE
 from fixtures import mutants
 
 pytest_plugins = ("pytester",)
+
+preload()  # before pytester snapshots sys.modules (see conformance.inprocess)
 
 REFERENCE = "fixtures.adapters.reference:make_adapter"
 VARIANT = "fixtures.adapters.variant:make_adapter"
@@ -47,26 +48,6 @@ FAST_ARGS = (
     "--hypothesis-profile=stepoutputloss-no-shrink",
     *(arg for name in UNUSED_PLUGINS for arg in ("-p", f"no:{name}")),
 )
-
-
-def preload_suite() -> None:
-    """Import the suite's modules and the implementations once, before the
-    runs: pytester restores ``sys.modules`` after each run, so anything first
-    imported inside a run would be imported again by the next one (and the
-    shared cases rebuilt). torch imports some modules lazily (the optimizer's
-    dynamo hooks) and cannot import them twice, so one training step of the
-    reference runs here first."""
-    import conformance.checks
-    from conformance.harness import training_setup
-    from fixtures.adapters.reference import make_adapter
-
-    spec, step, batch = training_setup(1, (), None)
-    make_adapter().build_stepper(spec, step).train_on_batch(batch)
-
-    for info in pkgutil.iter_modules(conformance.checks.__path__):
-        importlib.import_module(f"conformance.checks.{info.name}")
-    for name in mutants.mutant_names():
-        mutants.load(name)
 
 
 def run_suite(pytester: pytest.Pytester, impls: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -126,7 +107,6 @@ def matrix(pytester: pytest.Pytester) -> dict[str, dict[str, str]]:
     """``{implementation: {check id: outcome}}`` for the reference and every
     mutant, computed once per test session."""
     if not _MATRIX:
-        preload_suite()
         impls = {"reference": REFERENCE}
         impls.update({n: f"fixtures.mutants.{n}:make_adapter" for n in mutants.mutant_names()})
         _MATRIX.update(run_suite(pytester, impls))
