@@ -31,6 +31,7 @@ import gc
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -201,18 +202,23 @@ def fme_cases(x: Inputs) -> dict[str, Case]:
 def time_cases(cases: dict[str, Case], rounds: int, warmup: int) -> dict[str, list[float]]:
     """Seconds per forward+backward of each case, one sample per round.
 
-    The cases run interleaved, round by round, so drift hits all of them
-    alike; the ``warmup`` first rounds are not recorded; the garbage
-    collector is off while timing.
+    The cases run interleaved, round by round and in a fresh random order
+    each round, so drift and what the previous case left behind (e.g. freed
+    memory the allocator hands back to the OS) hit all of them alike; the
+    ``warmup`` first rounds are not recorded; the garbage collector is off
+    while timing.
     """
     samples: dict[str, list[float]] = {key: [] for key in cases}
+    order = random.Random(0)
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for r in range(warmup + rounds):
-            for key, case in cases.items():
+            keys = list(cases)
+            order.shuffle(keys)
+            for key in keys:
                 start = time.perf_counter()
-                case.forward_backward()
+                cases[key].forward_backward()
                 seconds = time.perf_counter() - start
                 if r >= warmup:
                     samples[key].append(seconds)
@@ -249,8 +255,15 @@ def loss_table(size_name: str, rounds: int, warmup: int) -> None:
         peer = fme_cases(x)
         cases.update(peer)
     samples = time_cases(cases, rounds, warmup)
+    # P1 compares two calls that differ by microseconds of Python: it gets
+    # its own, longer series of just those two, for a tighter median
+    p1_rounds = 5 * rounds
+    p1 = time_cases({k: cases[k] for k in ("step", "pass")}, p1_rounds, warmup)
     print(f"\n## size {size_name}: {size.describe()}")
-    print(f"forward+backward, {rounds} interleaved rounds after {warmup} warm-up rounds")
+    print(
+        f"forward+backward, {rounds} interleaved rounds after {warmup} warm-up rounds "
+        f"(P1: {p1_rounds} rounds of its two cases alone)"
+    )
     print("\n| case | median ms [quartiles] | min ms |\n| --- | --- | --- |")
     for key, case in cases.items():
         q1, q2, q3 = (1e3 * v for v in quartiles(samples[key]))
@@ -271,8 +284,9 @@ def loss_table(size_name: str, rounds: int, warmup: int) -> None:
         "\n| --- | --- | --- | --- | --- |"
     )
     for tag, what, num, den, target in rows:
-        value = paired_ratio(samples, num, den)
-        of_mins = min(samples[num]) / min(samples[den])
+        series = p1 if tag == "P1" else samples
+        value = paired_ratio(series, num, den)
+        of_mins = min(series[num]) / min(series[den])
         if target is None:
             verdict = ""
         elif size_name != "ace":
@@ -284,6 +298,30 @@ def loss_table(size_name: str, rounds: int, warmup: int) -> None:
         print("\n" + check_agreement(cases, peer))
     else:
         print("\n(P5 skipped: the fme package is not importable in this environment)")
+
+
+# ---------------------------------------------------------------- profile
+
+
+def profile_table(size_name: str, iterations: int = 10, top: int = 8) -> None:
+    """Where the time of ours StepLoss and ours both-features goes: self CPU
+    time per forward+backward by operator (torch.profiler)."""
+    x = make_inputs(SIZES[size_name])
+    cases = reference_cases(x)
+    print(f"\n## profile, size {size_name}: self CPU ms per forward+backward ({iterations} runs)")
+    for key in ("step", "both"):
+        case = cases[key]
+        for _ in range(3):
+            case.forward_backward()
+        with torch.profiler.profile() as prof:
+            for _ in range(iterations):
+                case.forward_backward()
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events) / iterations / 1e3
+        print(f"\n{case.label}: {total:.2f} ms\n\n| operator | ms | calls |\n| --- | --- | --- |")
+        for e in events[:top]:
+            ms = e.self_cpu_time_total / iterations / 1e3
+            print(f"| {e.key} | {ms:.2f} | {e.count // iterations} |")
 
 
 # ---------------------------------------------------------------- P3: memory
@@ -470,6 +508,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-memory", action="store_true", help="skip P3")
     parser.add_argument("--no-suite", action="store_true", help="skip P4 (--quick skips it)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print the operator profile of P2's cases"
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -486,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for size_name in sizes:
         loss_table(size_name, rounds, warmup)
+    if args.profile:
+        profile_table(sizes[-1])
     if not args.no_memory:
         steps = MEMORY_STEPS[:2] if args.quick else MEMORY_STEPS
         memory_table(sizes[-1], steps, args.threads, args.quick)
