@@ -290,9 +290,7 @@ class StepOutputLossResult:
 
 def unfold_ensemble(data: TensorMapping, n_ensemble: int) -> TensorDict:
     """``(n_batch * n_ensemble, *spatial)`` -> ``(n_batch, n_ensemble, *spatial)`` (views)."""
-    return {
-        k: v.reshape(v.shape[0] // n_ensemble, n_ensemble, *v.shape[1:]) for k, v in data.items()
-    }
+    return {k: v.unflatten(0, (-1, n_ensemble)) for k, v in data.items()}
 
 
 def _unfold_mask(data_mask: TensorMapping | None, target: TensorMapping) -> TensorDict | None:
@@ -384,9 +382,11 @@ class StepOutputLoss:
         names = self.step_loss.names
         # views (n_batch, n_ensemble, *spatial); the main loss and the penalty
         # share them, so their gradients meet in one buffer
-        output = unfold_ensemble(step_output.output, self.n_ensemble)
+        output = unfold_ensemble({k: step_output.output[k] for k in names}, self.n_ensemble)
+        # (the pass-through reads no uncorrected value)
+        used = step_output.uncorrected if self.needs_uncorrected_grad else {}
         uncorrected = unfold_ensemble(
-            {k: v for k, v in step_output.uncorrected.items() if k in names}, self.n_ensemble
+            {k: v for k, v in used.items() if k in names}, self.n_ensemble
         )
         swapped: list[str] = []
         if self.precorrector_exclusions is not None and uncorrected:
