@@ -103,3 +103,27 @@ def test_ensemble_loss_needs_two_members():
         build(step_cfg=StepLossConfig(type="EnsembleLoss"), n_ensemble=1)
     loss, _ = build(step_cfg=StepLossConfig(type="EnsembleLoss"), n_ensemble=2)
     assert loss.n_ensemble == 2
+
+
+@pytest.mark.parametrize("module", ["reference.loss", "reference.loss_functions"])
+def test_primitives_import_no_config(module):
+    """One-way imports: configs import the loss primitives, never the reverse."""
+    import ast
+    import importlib
+
+    source = importlib.import_module(module).__file__
+    assert source is not None
+    with open(source) as f:
+        tree = ast.parse(f.read())
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    configs = {"reference.loss_config", "reference.corrector.loss", "reference.stepper"}
+    assert not imported & configs, f"{module} imports {imported & configs}"
