@@ -48,11 +48,6 @@ class StepOutput:
         )
 
 
-def corrected_names(step_output: StepOutput) -> tuple[str, ...]:
-    """The names of the variables the corrector modified, in output order."""
-    return tuple(k for k in step_output.output if k in step_output.uncorrected)
-
-
 def is_detached(mapping: TensorMapping) -> bool:
     """True when no tensor in ``mapping`` requires grad."""
     return not any(isinstance(v, torch.Tensor) and v.requires_grad for v in mapping.values())
