@@ -1,13 +1,18 @@
 """``python -m conformance``: run the suite against one implementation and
 write the conformance report.
 
-    python -m conformance --impl pkg.module:make_adapter \\
+    python -m conformance [--impl pkg.module:make_adapter] \\
         [--xfails known_failures.txt] [--report report.md] [--json report.json] \\
         [-- extra pytest arguments]
 
-Prints the report (per property module, then every check that did not
-pass, then the summary line); exits 0 when no check failed, 1 otherwise, and with
-pytest's own code for usage or internal errors.
+Without ``--impl`` it checks the reference (the embedded default,
+``conformance.adapters.reference:make_adapter``) and says so in its first line.
+Prints the report (per property module, then every check that did not pass,
+then the summary line). Exit codes follow pytest's: 0 every check passed or is
+not applicable, 1 a check failed, 2 interrupted (the report is still written
+for the checks that ran), 3 internal error, 4 usage error (one line, no
+traceback: a bad ``--impl``, an unreadable xfails file, a report path that
+cannot be written — all checked before anything runs), 5 no check ran.
 
 Property checks run under the ``stepoutputloss-no-shrink`` hypothesis profile
 unless the extra arguments name a ``--hypothesis-profile``: a report needs
@@ -18,23 +23,66 @@ example of a failing property, run that check with pytest directly.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
-from hypothesis import settings
 
-from conformance.plugin import CHECKS_DIR, DEFAULT_IMPL, load_adapter
-from conformance.report import ReportCollector, build_report, to_json, to_markdown, to_text
-from conformance.strategies import NO_SHRINK
+USAGE_ERROR = int(pytest.ExitCode.USAGE_ERROR)
+HYPOTHESIS_STORAGE = "HYPOTHESIS_STORAGE_DIRECTORY"
+
+
+class UsageError(Exception):
+    """A usage error of ``python -m conformance``: printed as one line, exit 4."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code 2 means "interrupted"
+        raise UsageError(f"{message} (see python -m conformance --help)")
+
+
+def _writable_file(path: str, option: str) -> Path:
+    """``path`` can be written: its directory exists and is writable, and it is
+    not a directory itself. Checked before the run, not after it."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise UsageError(f"{option} {path!r} is a directory; give a file path.")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path!r}: the directory {str(parent)!r} does not exist.")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"{option} {path!r} is not writable.")
+    return target
+
+
+def _check_xfails(path: str) -> None:
+    from conformance.suite import read_xfails
+
+    try:
+        read_xfails(path)
+    except pytest.UsageError as err:
+        raise UsageError(str(err)) from err
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m conformance", description=__doc__.split("\n\n")[0]
-    )
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        print(f"python -m conformance: error: {err}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _main(argv: list[str]) -> int:
+    from conformance.suite import DEFAULT_IMPL
+
+    parser = _Parser(prog="python -m conformance", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--impl", default=DEFAULT_IMPL, help=f"module:factory (default {DEFAULT_IMPL})"
+        "--impl",
+        default=None,
+        help=f"module:factory of the implementation's adapter (default: the reference, {DEFAULT_IMPL})",
     )
     parser.add_argument("--xfails", default=None, help="known-failures file (strict xfails)")
     parser.add_argument("--report", default=None, help="write the Markdown report here")
@@ -42,40 +90,96 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
 
-    adapter = load_adapter(args.impl)
+    # everything that can be wrong with the command line, before anything runs
+    report_path = _writable_file(args.report, "--report") if args.report else None
+    json_path = _writable_file(args.json, "--json") if args.json else None
+    if args.xfails:
+        _check_xfails(args.xfails)
+    impl = args.impl or DEFAULT_IMPL
+    if args.impl:
+        print(f"StepOutputLoss conformance suite: checking {impl}", flush=True)
+    else:
+        print(
+            f"StepOutputLoss conformance suite: checking the reference ({impl}, the default; "
+            "name yours with --impl pkg.module:make_adapter)",
+            flush=True,
+        )
+    if os.environ.get(HYPOTHESIS_STORAGE):  # the user asked for a place: use it
+        return run(impl, args.xfails, args.pytest_args, report_path, json_path)
+    # otherwise hypothesis's files (.hypothesis/) go to a temporary directory,
+    # not the user's working directory
+    with tempfile.TemporaryDirectory(prefix="stepoutputloss-hypothesis-") as storage:
+        os.environ[HYPOTHESIS_STORAGE] = storage
+        try:
+            return run(impl, args.xfails, args.pytest_args, report_path, json_path)
+        finally:
+            del os.environ[HYPOTHESIS_STORAGE]
+
+
+def run(
+    impl: str,
+    xfails: str | None,
+    extra: list[str],
+    report_path: Path | None,
+    json_path: Path | None,
+) -> int:
+    from hypothesis import settings
+
+    from conformance.report import ReportCollector, build_report, to_json, to_markdown, to_text
+    from conformance.strategies import NO_SHRINK
+    from conformance.suite import CHECKS_DIR, load_adapter
+
+    try:
+        adapter = load_adapter(impl)  # built once per process: the run reuses it
+    except pytest.UsageError as err:
+        raise UsageError(str(err)) from err
     collector = ReportCollector()
     pytest_args = [
         str(CHECKS_DIR),
         "-q",
         "-p",
         "no:cacheprovider",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
         "--stepoutputloss-impl",
-        args.impl,
+        impl,
     ]
-    if args.xfails:
-        pytest_args += ["--stepoutputloss-xfails", args.xfails]
-    if not any(a.startswith("--hypothesis-profile") for a in args.pytest_args):
+    if xfails:
+        pytest_args += ["--stepoutputloss-xfails", xfails]
+    if not any(a.startswith("--hypothesis-profile") for a in extra):
         pytest_args += ["--hypothesis-profile", NO_SHRINK]
     profile = settings.get_current_profile_name()
     try:
-        code = pytest.main(pytest_args + list(args.pytest_args), plugins=[collector])
+        code = pytest.ExitCode(pytest.main(pytest_args + list(extra), plugins=[collector]))
     finally:  # --hypothesis-profile loads a profile globally; restore the caller's
         settings.load_profile(profile)
-    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+    if code not in (
+        pytest.ExitCode.OK,
+        pytest.ExitCode.TESTS_FAILED,
+        pytest.ExitCode.INTERRUPTED,
+    ):
         return int(code)
     report = build_report(
         collector.outcomes.values(),
         name=adapter.name,
         version=adapter.version,
-        adapter=args.impl,
+        adapter=impl,
         capabilities=[c.value for c in adapter.capabilities],
     )
-    if args.report:
-        Path(args.report).write_text(to_markdown(report))
-    if args.json:
-        Path(args.json).write_text(to_json(report))
+    if report_path is not None:
+        report_path.write_text(to_markdown(report), encoding="utf-8")
+    if json_path is not None:
+        json_path.write_text(to_json(report), encoding="utf-8")
     print(to_text(report))
-    return 1 if report["summary"]["failed"] else 0
+    if code == pytest.ExitCode.INTERRUPTED:
+        print("interrupted: the report covers the checks that ran", file=sys.stderr)
+        return int(code)
+    if report["summary"]["failed"] or code == pytest.ExitCode.TESTS_FAILED:
+        return int(pytest.ExitCode.TESTS_FAILED)
+    if report["summary"]["total"] == 0:
+        print("no check ran: nothing was verified", file=sys.stderr)
+        return int(pytest.ExitCode.NO_TESTS_COLLECTED)
+    return int(pytest.ExitCode.OK)
 
 
 if __name__ == "__main__":

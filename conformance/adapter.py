@@ -316,7 +316,7 @@ class LossUnderTest(Protocol):
 class SuiteStep(Protocol):
     """What the suite hands :meth:`StepOutputLossAdapter.build_stepper`: a
     ``torch.nn.Module`` that is one deterministic, differentiable step
-    (implemented in ``fixtures.corrector``).
+    (implemented in ``conformance.corrector``).
 
     ``forward(state)`` maps the state (physical units, each ``(n_batch,
     *spatial)``, every name in ``names``) to ``(output, uncorrected)``: the

@@ -17,7 +17,7 @@ from conformance.adapter import (
     SuiteStep,
     TensorMapping,
 )
-from fixtures.corrector import SuiteStep as SuiteStepModule
+from conformance.corrector import SuiteStep as SuiteStepModule
 
 
 def describe(spec: LossSpec, case_id: str, **extra: Any) -> dict[str, Any]:
@@ -138,13 +138,13 @@ def expected_training(
     batch: Batch,
     detach_uncorrected: bool = False,
 ) -> ExpectedTraining:
-    """Roll ``suite_step``'s closed form (``fixtures.corrector``) out in float64
+    """Roll ``suite_step``'s closed form (``conformance.corrector``) out in float64
     from the batch's initial state, feeding each step's corrected output to
     the next (detached between steps under gradient accumulation), and take
     the loss of every step from the oracle. ``detach_uncorrected`` gives what
     a stepper that (wrongly) detaches ``uncorrected`` would compute."""
     from conformance import oracle
-    from fixtures.corrector import correct, model
+    from conformance.corrector import correct, model
 
     assert isinstance(suite_step, SuiteStepModule)
     loss_spec = spec.loss
@@ -192,7 +192,7 @@ def training_setup(
     corrector_enabled: bool = True,
 ) -> tuple[StepperSpec, SuiteStepModule, Batch]:
     """A stepper spec on the main case's variables, a fresh suite step, and a batch."""
-    from fixtures.cases import main_case, training_batch
+    from conformance.cases import main_case, training_batch
 
     case = main_case()
     loss_spec = case.spec(exclude=exclude, regularization=regularization)

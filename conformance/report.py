@@ -42,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from conformance.plugin import NOT_APPLICABLE, check_id, is_check
+from conformance.suite import CHECK_PROPERTY, NOT_APPLICABLE
 
 SCHEMA = "stepoutputloss-conformance-report"
 SCHEMA_VERSION = 1
@@ -106,20 +106,16 @@ class ReportCollector:
 
     def __init__(self) -> None:
         self.outcomes: dict[str, CheckOutcome] = {}
-        self._ids: dict[str, tuple[str, str, str]] = {}
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        for item in items:
-            if is_check(item):
-                name = getattr(item, "originalname", item.name)
-                self._ids[item.nodeid] = (check_id(item), item.path.name, name)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        ids = self._ids.get(report.nodeid)
-        if ids is None:
+        # the check id travels with the report (user_properties, set in the
+        # check's setup), so reports from pytest-xdist workers are counted too
+        props = dict(report.user_properties)
+        cid = props.get(CHECK_PROPERTY)
+        if not isinstance(cid, str):
             return
-        cid, module, check = ids
+        module, _, rest = cid.partition("::")
+        check = rest.partition("[")[0]
         current = self.outcomes.get(cid)
         if current is not None and current.outcome == "failed":
             return  # a failure in any phase stands

@@ -1,4 +1,4 @@
-"""The golden data (``fixtures/golden/cases.json``) matches the suite's cases
+"""The golden data (``conformance/golden/cases.json``) matches the suite's cases
 and the oracle: implementers debugging from the JSON see what the suite
 checks. A torch whose seeded ``randn`` changed would show here first."""
 
@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from fixtures import golden
+from conformance import golden
 
 
 def test_golden_inputs_are_the_cases() -> None:

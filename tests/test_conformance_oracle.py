@@ -11,8 +11,8 @@ import torch
 
 from conformance import oracle
 from conformance.adapter import LossSpec, MainLossSpec, NormalizerSpec, RegularizationSpec
+from conformance.cases import main_case
 from conformance.checks.test_exclusion_matching import RULES
-from fixtures.cases import main_case
 
 MATCH_TABLE = [
     # entry, name, matches

@@ -6,16 +6,17 @@ staying out of other projects' test runs."""
 from __future__ import annotations
 
 import pytest
+from inprocess import preload
 
-from conformance.inprocess import preload
-from conformance.plugin import CHECK_PROPERTY, parse_xfails, strip_impl
+from conformance.suite import CHECK_PROPERTY, parse_xfails, strip_impl
 
 pytest_plugins = ("pytester",)
 
-preload()  # before pytester snapshots sys.modules (see conformance.inprocess)
+preload()  # before pytester snapshots sys.modules (see tests/inprocess.py)
 
+REFERENCE = "conformance.adapters.reference:make_adapter"
 MUTANT = "fixtures.mutants.both_none_accepted:make_adapter"
-VARIANT = "fixtures.adapters.variant:make_adapter"
+VARIANT = "fixtures.variant.adapter:make_adapter"
 CONFIGS = "conformance.checks.test_configs"  # 7 cheap checks
 
 
@@ -38,7 +39,11 @@ def test_ids_are_stable_and_readable(pytester: pytest.Pytester) -> None:
     """Every report carries its check id ``<module file>::<check>[<params>]``,
     whatever directory the suite is run from."""
     result = pytester.runpytest_inprocess(
-        "--pyargs", "conformance.checks.test_target_swap", "-k", "2d-and-levels or partial"
+        "--pyargs",
+        "conformance.checks.test_target_swap",
+        "-k",
+        "2d-and-levels or partial",
+        f"--stepoutputloss-impl={REFERENCE}",
     )
     ids = {
         dict(rep.user_properties)[CHECK_PROPERTY]
@@ -53,9 +58,20 @@ def test_ids_are_stable_and_readable(pytester: pytest.Pytester) -> None:
     }
 
 
-def test_default_is_the_reference_and_env_var_selects(
+def test_no_implementation_is_a_usage_error_and_env_var_selects(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Outside this repository (no ini naming one) a run of the suite that
+    names no implementation is a usage error saying how to name one: it never
+    silently checks the reference."""
+    monkeypatch.delenv("STEPOUTPUTLOSS_IMPL", raising=False)
+    result = pytester.runpytest_inprocess("--pyargs", CONFIGS)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*needs the implementation under test: pass --stepoutputloss-impl*"]
+    )
+    assert "passed" not in result.stdout.str()
+    monkeypatch.setenv("STEPOUTPUTLOSS_IMPL", REFERENCE)
     result = pytester.runpytest_inprocess("--pyargs", CONFIGS)
     result.assert_outcomes(passed=7)
     result.stdout.fnmatch_lines(["implementation: reference *"])
@@ -64,9 +80,7 @@ def test_default_is_the_reference_and_env_var_selects(
     result.assert_outcomes(passed=6, failed=1)
     result.stdout.fnmatch_lines(["implementation: mutant:both_none_accepted *"])
     # the option wins over the env var
-    result = pytester.runpytest_inprocess(
-        "--pyargs", CONFIGS, "--stepoutputloss-impl=fixtures.adapters.reference:make_adapter"
-    )
+    result = pytester.runpytest_inprocess("--pyargs", CONFIGS, f"--stepoutputloss-impl={REFERENCE}")
     result.assert_outcomes(passed=7)
 
 
@@ -124,14 +138,15 @@ def test_several_implementations_in_one_session(pytester: pytest.Pytester) -> No
     result = pytester.runpytest_inprocess(
         "--pyargs",
         CONFIGS,
-        f"--stepoutputloss-impl=fixtures.adapters.reference:make_adapter,{MUTANT}",
+        f"--stepoutputloss-impl=conformance.adapters.reference:make_adapter,{MUTANT}",
         "-p",
         "no:cacheprovider",
     )
     got = outcomes(result)
     assert got[f"check_both_none_rejected[impl={MUTANT}]"] == "failed"
     assert (
-        got["check_both_none_rejected[impl=fixtures.adapters.reference:make_adapter]"] == "passed"
+        got["check_both_none_rejected[impl=conformance.adapters.reference:make_adapter]"]
+        == "passed"
     )
     assert len(got) == 14
 

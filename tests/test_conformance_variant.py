@@ -1,4 +1,4 @@
-"""A second adapter with fewer capabilities (``fixtures.adapters.variant``:
+"""A second adapter with fewer capabilities (``fixtures.variant.adapter``:
 delta-carrying, opt-in selection, L1/L2-only penalty, raise on unmatched
 entries): the suite reports what does not apply as "not applicable:
 <capability>" and the variant passes everything that does apply."""
@@ -8,14 +8,14 @@ from __future__ import annotations
 import collections
 
 import pytest
+from inprocess import preload
 
 from conformance.adapter import Capability
-from conformance.inprocess import preload
-from fixtures.adapters.variant import make_adapter
+from fixtures.variant.adapter import make_adapter
 
 pytest_plugins = ("pytester",)
 
-preload()  # before pytester snapshots sys.modules (see conformance.inprocess)
+preload()  # before pytester snapshots sys.modules (see tests/inprocess.py)
 
 UNDECLARED = sorted(c.value for c in set(Capability) - make_adapter().capabilities)
 
@@ -36,7 +36,7 @@ def _run(pytester: pytest.Pytester) -> tuple[dict[str, str], str]:
     result = pytester.runpytest_inprocess(
         "--pyargs",
         "conformance.checks",
-        "--stepoutputloss-impl=fixtures.adapters.variant:make_adapter",
+        "--stepoutputloss-impl=fixtures.variant.adapter:make_adapter",
         "-p",
         "no:cacheprovider",
         "-rs",

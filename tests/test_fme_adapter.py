@@ -1,4 +1,4 @@
-"""The fme adapter (``conformance/fme_adapter.py``).
+"""The fme adapter (``conformance/adapters/fme.py``).
 
 The first tests need no fme: the suite must import without it, and the
 delta conversion is plain torch. The rest run only where the released fme is
@@ -25,7 +25,7 @@ from conformance.adapter import (
     PreCorrectorSpec,
     RegularizationSpec,
 )
-from conformance.fme_adapter import to_deltas
+from conformance.adapters.fme import to_deltas
 
 HAVE_FME = importlib.util.find_spec("fme") is not None
 needs_fme = pytest.mark.skipif(
@@ -39,8 +39,8 @@ def test_the_suite_imports_without_fme() -> None:
     code = (
         "import sys\n"
         "import conformance, conformance.adapter, conformance.plugin, conformance.oracle\n"
-        "import conformance.harness, conformance.report, conformance.fme_adapter\n"
-        "import fixtures.cases\n"
+        "import conformance.harness, conformance.report, conformance.adapters.fme\n"
+        "import conformance.cases\n"
         "assert 'fme' not in sys.modules, sorted(m for m in sys.modules if m.startswith('fme'))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -48,7 +48,7 @@ def test_the_suite_imports_without_fme() -> None:
 
 @pytest.mark.skipif(HAVE_FME, reason="checks the error without fme; fme is installed here")
 def test_make_adapter_without_fme_says_how_to_install() -> None:
-    from conformance.fme_adapter import make_adapter
+    from conformance.adapters.fme import make_adapter
 
     with pytest.raises(ImportError, match=r"fme==2026\.10\.0"):
         make_adapter()
@@ -87,7 +87,7 @@ def test_committed_fme_report_agrees_with_known_failures_and_readme() -> None:
     """The committed artefacts of `tox -e fme` tell one story: every check
     the report says failed is a known failure with a cause, every known
     failure matches a failed check, and the README states the report's counts."""
-    from conformance.plugin import parse_xfails
+    from conformance.suite import parse_xfails
 
     report = json.loads((DOCS / "report.json").read_text())
     assert report["implementation"]["name"] == "fme"
@@ -137,7 +137,7 @@ def _tensors() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[s
 
 @needs_fme
 def test_declared_capabilities() -> None:
-    from conformance.fme_adapter import make_adapter
+    from conformance.adapters.fme import make_adapter
 
     adapter = make_adapter()
     assert adapter.version == "2026.10.0"
@@ -162,7 +162,7 @@ def test_hand_computed_losses_through_fme() -> None:
     """Normalized errors, by hand: target = mean, so each error is
     ``(x - mu) / sigma``. a: output (1, 2), uncorrected (-1, 0); b_0: (1, -1);
     b_1: output (2, 0), uncorrected (0, -2). Corrections are 2 std everywhere."""
-    from conformance.fme_adapter import make_adapter
+    from conformance.adapters.fme import make_adapter
 
     adapter = make_adapter()
     output, uncorrected, target = _tensors()
@@ -185,7 +185,7 @@ def test_hand_computed_losses_through_fme() -> None:
 
 @needs_fme
 def test_pass_through_has_no_corrector_loss() -> None:
-    from conformance.fme_adapter import make_adapter
+    from conformance.adapters.fme import make_adapter
 
     loss = make_adapter().build_loss(_spec(corrected_names=("a",)))
     assert loss.loss.corrector_loss is None and not loss.needs_uncorrected_grad
@@ -195,7 +195,7 @@ def test_pass_through_has_no_corrector_loss() -> None:
 
 @needs_fme
 def test_untranslatable_regularization_is_a_clear_error() -> None:
-    from conformance.fme_adapter import make_adapter
+    from conformance.adapters.fme import make_adapter
 
     with pytest.raises(ValueError, match=re.escape("norm 'L1' | 'L2' only")):
         make_adapter().build_corrector_config(None, RegularizationSpec("AreaWeightedMSE"))
@@ -206,7 +206,7 @@ def test_an_empty_selection_is_fmes_feature_off() -> None:
     """Every corrected variable excluded: the opt-in selection is empty, which
     fme says by leaving the feature out (it rejects an empty
     ``names_and_prefixes``); the main loss is the plain loss of ``output``."""
-    from conformance.fme_adapter import make_adapter
+    from conformance.adapters.fme import make_adapter
 
     adapter = make_adapter()
     spec = _spec(
@@ -225,7 +225,7 @@ def test_an_empty_selection_is_fmes_feature_off() -> None:
 def test_nothing_corrected_keeps_the_features_configured() -> None:
     """No corrected variables: the features select the loss variables and fme
     takes its inert path (no deltas); the penalty is reported as 0."""
-    from conformance.fme_adapter import make_adapter
+    from conformance.adapters.fme import make_adapter
 
     spec = _spec(precorrector=PreCorrectorSpec(), regularization=RegularizationSpec("MSE"))
     loss = make_adapter().build_loss(spec)
@@ -244,9 +244,9 @@ def _stepper_run(exclude, reg, accumulate: bool, n_steps: int = 2):  # noqa: ANN
     expected per-step totals and gradients from the float64 oracle."""
     from conformance import oracle
     from conformance.adapter import Batch, StepperSpec
-    from conformance.fme_adapter import make_adapter
-    from fixtures.cases import main_case
-    from fixtures.corrector import SuiteStep, correct, model
+    from conformance.adapters.fme import make_adapter
+    from conformance.cases import main_case
+    from conformance.corrector import SuiteStep, correct, model
 
     case = main_case()
     spec = case.spec(exclude=exclude, regularization=reg)
@@ -317,9 +317,9 @@ def test_fme_builds_a_corrector_loss_for_a_step_without_corrector() -> None:
     whose corrector is off is accepted at build and is inert in training (the
     deltas are always empty) -- the seed's build-time error does not exist."""
     from conformance.adapter import Batch, StepperSpec
-    from conformance.fme_adapter import make_adapter
-    from fixtures.cases import main_case
-    from fixtures.corrector import SuiteStep
+    from conformance.adapters.fme import make_adapter
+    from conformance.cases import main_case
+    from conformance.corrector import SuiteStep
 
     case = main_case()
     spec = case.spec(exclude=(), regularization=RegularizationSpec("MSE", weight=0.7))
@@ -337,9 +337,9 @@ def test_fme_train_stepper_crashes_with_area_weighted_mse() -> None:
     import dataclasses
 
     from conformance.adapter import Batch, StepperSpec
-    from conformance.fme_adapter import make_adapter
-    from fixtures.cases import WEIGHTED_MAIN, main_case
-    from fixtures.corrector import SuiteStep
+    from conformance.adapters.fme import make_adapter
+    from conformance.cases import WEIGHTED_MAIN, main_case
+    from conformance.corrector import SuiteStep
 
     case = main_case()
     spec = case.spec(main=dataclasses.replace(WEIGHTED_MAIN, loss_type="AreaWeightedMSE"))

@@ -17,17 +17,17 @@ from __future__ import annotations
 import collections
 
 import pytest
+from inprocess import preload
 
-from conformance.inprocess import preload
-from conformance.plugin import CHECK_PROPERTY, IMPL_PROPERTY, NOT_APPLICABLE
+from conformance.suite import CHECK_PROPERTY, IMPL_PROPERTY, NOT_APPLICABLE
 from fixtures import mutants
 
 pytest_plugins = ("pytester",)
 
-preload()  # before pytester snapshots sys.modules (see conformance.inprocess)
+preload()  # before pytester snapshots sys.modules (see tests/inprocess.py)
 
-REFERENCE = "fixtures.adapters.reference:make_adapter"
-VARIANT = "fixtures.adapters.variant:make_adapter"
+REFERENCE = "conformance.adapters.reference:make_adapter"
+VARIANT = "fixtures.variant.adapter:make_adapter"
 
 PASS, FAIL, NOT_APPL, XFAIL = "pass", "fail", "n/a", "xfail"
 
@@ -140,7 +140,7 @@ def render(matrix: dict[str, dict[str, str]]) -> str:
 
 def test_reference_passes_every_check(matrix: dict[str, dict[str, str]]) -> None:
     print("\n" + render(matrix))
-    from fixtures.adapters.reference import make_adapter
+    from conformance.adapters.reference import make_adapter
 
     declared = {c.value for c in make_adapter().capabilities}
     outcomes = matrix["reference"]

@@ -17,7 +17,7 @@ from conformance.__main__ import main
 from conformance.report import SCHEMA, SCHEMA_VERSION
 
 IMPLS = {
-    "reference": "fixtures.adapters.reference:make_adapter",
+    "reference": "conformance.adapters.reference:make_adapter",
     "mutant-penalty-all-channels": "fixtures.mutants.penalty_all_channels:make_adapter",
     "mutant-exclusions-ignored": "fixtures.mutants.exclusions_ignored:make_adapter",
 }
@@ -122,9 +122,59 @@ def test_xfails_file_is_reported(tmp_path):
     assert code == 1
 
 
-def test_bad_impl_is_a_usage_error(capsys):
-    with pytest.raises(pytest.UsageError, match="must be 'pkg.module:make_adapter'"):
-        main(["--impl", "no_colon_here"])
+USAGE = int(pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--impl", "no_colon_here"], "must be 'pkg.module:make_adapter'"),
+        (["--impl", "no_such_pkg.adapter:make_adapter"], "cannot import the adapter module"),
+        (["--report", "{tmp}/missing/r.md"], "the directory '{tmp}/missing' does not exist"),
+        (["--json", "{tmp}"], "is a directory"),
+        (["--xfails", "{tmp}/none.txt"], "cannot read the xfails file"),
+        (["--xfails", "{tmp}/latin1.txt"], "is not UTF-8 text"),
+        (["--xfails", "{tmp}/noreason.txt"], "has no reason"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+    ids=[
+        "impl-spec",
+        "impl-import",
+        "report-dir",
+        "json-is-dir",
+        "xfails-missing",
+        "xfails-not-utf8",
+        "xfails-syntax",
+        "unknown-option",
+    ],
+)
+def test_usage_errors_exit_4_in_one_line_before_running(tmp_path, capsys, argv, message):
+    """Every usage error is found before any check runs (nothing is printed
+    on stdout but the first line), exits 4 and is one line on stderr."""
+    (tmp_path / "latin1.txt").write_bytes("test_x.py::check_y  # caf\xe9\n".encode("latin-1"))
+    (tmp_path / "noreason.txt").write_text("test_x.py::check_y\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == USAGE
+    out, err = capsys.readouterr()
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "passed" not in out and "checks)" not in out
+
+
+def test_first_line_names_the_default_implementation(tmp_path, capsys):
+    """Without --impl the embedded default is the reference, said first."""
+    code = main(["--json", str(tmp_path / "r.json"), "--", "-k", "check_both_none_rejected"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0].startswith(
+        "StepOutputLoss conformance suite: checking the reference "
+        "(conformance.adapters.reference:make_adapter, the default"
+    )
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["passed"] == 1
+
+
+def test_no_check_ran_is_not_a_pass(tmp_path):
+    assert main(["--", "-k", "no_check_has_this_name"]) == int(pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
 def test_examples_are_linked_from_readme():

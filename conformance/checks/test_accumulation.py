@@ -12,9 +12,9 @@ import torch
 from conformance import oracle
 from conformance.adapter import RegularizationSpec, StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_no_error
+from conformance.cases import main_case
+from conformance.corrector import SuiteStep, correct, model
 from conformance.harness import describe, run_loss
-from fixtures.cases import main_case
-from fixtures.corrector import SuiteStep, correct, model
 
 PROP = "accumulation safety (backward per step)"
 

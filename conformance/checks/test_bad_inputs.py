@@ -9,9 +9,9 @@ import torch
 
 from conformance.adapter import Capability, RegularizationSpec, StepOutputLossAdapter
 from conformance.assertions import assert_raises_naming
+from conformance.cases import Option, main_case, pid
 from conformance.harness import describe, run_loss
 from conformance.plugin import requires
-from fixtures.cases import Option, main_case, pid
 
 PROP = "bad-input errors"
 REG = RegularizationSpec("MSE", weight=0.7)

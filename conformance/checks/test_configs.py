@@ -13,8 +13,8 @@ from conformance.adapter import (
     StepOutputLossAdapter,
 )
 from conformance.assertions import assert_no_error, assert_raises_naming
+from conformance.cases import Option, pid
 from conformance.plugin import requires
-from fixtures.cases import Option, pid
 
 PROP = "corrector-loss config validation"
 PRE = PreCorrectorSpec(exclude_names_and_prefixes=("ps",), select_names=("q_1",))

@@ -9,9 +9,9 @@ import torch
 
 from conformance.adapter import Capability, StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_no_error, assert_raises_naming
+from conformance.cases import Option, feature_combinations, pid
 from conformance.harness import describe, expected_training, training_setup
 from conformance.plugin import requires
-from fixtures.cases import Option, feature_combinations, pid
 
 PROP = "corrector_enabled build-time check"
 

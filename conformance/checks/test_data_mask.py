@@ -12,9 +12,9 @@ import torch
 from conformance import oracle
 from conformance.adapter import Capability, RegularizationSpec, StepOutputLossAdapter
 from conformance.assertions import assert_close
+from conformance.cases import SPATIAL, Case, Option, ensemble_case, main_case, pid
 from conformance.harness import assert_main_loss, describe, run_loss
 from conformance.plugin import requires
-from fixtures.cases import SPATIAL, Case, Option, ensemble_case, main_case, pid
 
 PROP = "data mask"
 STEP = 1

@@ -9,8 +9,8 @@ import pytest
 from conformance import oracle
 from conformance.adapter import StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_true
+from conformance.cases import Option, feature_combinations, main_case, pid
 from conformance.harness import describe, run_loss
-from fixtures.cases import Option, feature_combinations, main_case, pid
 
 PROP = "total() decomposition"
 STEP = 1

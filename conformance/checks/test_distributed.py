@@ -44,10 +44,11 @@ from conformance.adapter import (
     StepperSpec,
 )
 from conformance.assertions import assert_close, fail
+from conformance.cases import MEANS, SPATIAL, STDS, Option, main_case, pid
+from conformance.corrector import SuiteStep, correct, model
 from conformance.harness import describe
-from conformance.plugin import impl_specs, item_impl, load_adapter, requires
-from fixtures.cases import MEANS, SPATIAL, STDS, Option, main_case, pid
-from fixtures.corrector import SuiteStep, correct, model
+from conformance.plugin import requires
+from conformance.suite import impl_specs, item_impl, load_adapter
 
 PROP = "data-parallel training equals one process on the whole batch"
 N_BATCH = 4

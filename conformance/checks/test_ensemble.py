@@ -10,9 +10,9 @@ import dataclasses
 from conformance import oracle
 from conformance.adapter import Capability, RegularizationSpec, StepOutputLossAdapter
 from conformance.assertions import assert_close
+from conformance.cases import WEIGHTED_MAIN, ensemble_case
 from conformance.harness import assert_main_loss, describe, run_loss
 from conformance.plugin import requires
-from fixtures.cases import WEIGHTED_MAIN, ensemble_case
 
 PROP = "ensemble unfolding"
 STEP = 1

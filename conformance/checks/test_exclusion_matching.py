@@ -11,9 +11,9 @@ import pytest
 
 from conformance.adapter import Capability, StepOutputLossAdapter
 from conformance.assertions import assert_raises_naming, fail
+from conformance.cases import Option, main_case, pid
 from conformance.harness import assert_main_loss, describe, run_loss
 from conformance.plugin import requires
-from fixtures.cases import Option, main_case, pid
 
 PROP = "exclusion matching"
 STEP = 1

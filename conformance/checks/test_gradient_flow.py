@@ -12,9 +12,9 @@ import torch
 from conformance import oracle
 from conformance.adapter import StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_no_error
+from conformance.cases import Option, feature_combinations, main_case, pid
+from conformance.corrector import SuiteCorrector, correct
 from conformance.harness import describe, run_loss
-from fixtures.cases import Option, feature_combinations, main_case, pid
-from fixtures.corrector import SuiteCorrector, correct
 
 PROP = "gradient flow through the correction"
 STEP = 1

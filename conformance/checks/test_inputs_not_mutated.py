@@ -9,8 +9,8 @@ import torch
 
 from conformance.adapter import StepOutputLossAdapter
 from conformance.assertions import fail
+from conformance.cases import Option, feature_combinations, main_case, pid
 from conformance.harness import describe, run_loss
-from fixtures.cases import Option, feature_combinations, main_case, pid
 
 PROP = "inputs not mutated"
 

@@ -8,8 +8,8 @@ import pytest
 
 from conformance.adapter import StepOutputLossAdapter
 from conformance.assertions import assert_true
+from conformance.cases import Option, feature_combinations, main_case, pid
 from conformance.harness import describe
-from fixtures.cases import Option, feature_combinations, main_case, pid
 
 PROP = "needs_uncorrected_grad"
 

@@ -8,8 +8,8 @@ import pytest
 
 from conformance.adapter import StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_true
+from conformance.cases import MAIN_LOSS_OPTIONS, Case, Option, pid, standard_cases
 from conformance.harness import assert_main_loss, describe, run_loss
-from fixtures.cases import MAIN_LOSS_OPTIONS, Case, Option, pid, standard_cases
 
 PROP = "pass-through to the step loss"
 STEP = 3

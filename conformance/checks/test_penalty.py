@@ -12,8 +12,7 @@ import torch
 from conformance import oracle
 from conformance.adapter import RegularizationSpec, StepOutputLossAdapter
 from conformance.assertions import assert_close, fail
-from conformance.harness import describe, run_loss
-from fixtures.cases import (
+from conformance.cases import (
     REGULARIZATION_OPTIONS,
     Case,
     Option,
@@ -23,6 +22,7 @@ from fixtures.cases import (
     pid,
     standard_cases,
 )
+from conformance.harness import describe, run_loss
 
 PROP = "corrector regularization penalty"
 MSE = RegularizationSpec("MSE", weight=0.7)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conformance.adapter import StepOutputLossAdapter
-from conformance.harness import assert_main_loss, describe, run_loss
-from fixtures.cases import (
+from conformance.cases import (
     MAIN_LOSS_OPTIONS,
     WEIGHTED_MAIN,
     Case,
@@ -17,6 +16,7 @@ from fixtures.cases import (
     pid,
     standard_cases,
 )
+from conformance.harness import assert_main_loss, describe, run_loss
 
 PROP = "pre-corrector target swap"
 STEP = 2

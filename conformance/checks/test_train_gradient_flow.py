@@ -10,9 +10,9 @@ import pytest
 
 from conformance.adapter import Capability, StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_no_error
+from conformance.cases import Option, feature_combinations, pid
 from conformance.harness import describe, expected_training, training_setup
 from conformance.plugin import requires
-from fixtures.cases import Option, feature_combinations, pid
 
 PROP = "training gradients through the correction"
 N_STEPS = 2

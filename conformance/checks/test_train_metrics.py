@@ -11,9 +11,9 @@ import torch
 
 from conformance.adapter import Capability, StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_no_error, fail
+from conformance.cases import Option, feature_combinations, pid
 from conformance.harness import describe, expected_training, training_setup
 from conformance.plugin import requires
-from fixtures.cases import Option, feature_combinations, pid
 
 PROP = "training metric names and values"
 N_STEPS = 2

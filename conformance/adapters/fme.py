@@ -3,7 +3,7 @@
 
 Run the suite against it with::
 
-    python -m conformance --impl conformance.fme_adapter:make_adapter
+    python -m conformance --impl conformance.adapters.fme:make_adapter
 
 (``tox -e fme`` installs fme and does this, writing the report in ``docs/fme/``).
 
@@ -104,7 +104,7 @@ def _import_fme() -> Any:
         import fme  # type: ignore[import-not-found]
     except ImportError as err:  # pragma: no cover - exercised without fme
         raise ImportError(
-            "conformance.fme_adapter needs the released fme package: "
+            "conformance.adapters.fme needs the released fme package: "
             f"pip install torch==2.13.0 fme=={FME_VERSION} (or run `tox -e fme`)."
         ) from err
     return fme

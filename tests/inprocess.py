@@ -19,9 +19,10 @@ def preload() -> None:
     """Import the checks, the shipped adapters and mutants, and run one
     training step of the reference (which pulls in torch's lazy imports)."""
     import conformance.checks
+    from conformance.adapters import reference
     from conformance.harness import training_setup
     from fixtures import mutants
-    from fixtures.adapters import reference, variant  # noqa: F401
+    from fixtures.variant import adapter as variant  # noqa: F401
 
     for info in pkgutil.iter_modules(conformance.checks.__path__):
         importlib.import_module(f"conformance.checks.{info.name}")

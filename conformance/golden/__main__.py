@@ -1,0 +1,4 @@
+from conformance.golden import PATH, write
+
+write()
+print(f"wrote {PATH}")
