@@ -9,6 +9,7 @@ build these primitives.
 
 import dataclasses
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -23,6 +24,31 @@ from reference.typing_ import TensorDict, TensorMapping
 
 class StepOutputLossInputError(ValueError):
     """Bad input to a loss call; the message names the variable and the fix."""
+
+
+class StepOutputLossTypeError(StepOutputLossInputError, TypeError):
+    """An input of the wrong kind: not a mapping, not a floating-point torch
+    tensor, a non-boolean mask, a step that is not an integer."""
+
+
+class NonFiniteLossInputError(StepOutputLossInputError):
+    """The loss came out NaN or infinite. The message names the variable and
+    says where the non-finite values are: the model's output (before or after
+    the corrector), the target, or neither (an overflow in the loss)."""
+
+
+def is_number(value: object) -> bool:
+    """A real number (int or float, numpy scalars included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _kind(value: object) -> str:
+    """``value``'s type in plain words, for error messages."""
+    if isinstance(value, str):
+        return "a string"
+    module = type(value).__module__.split(".")[0]
+    prefix = "" if module == "builtins" else module + "."
+    return f"a {prefix}{type(value).__name__}"
 
 
 class UnmatchedExclusionWarning(UserWarning):
@@ -110,6 +136,27 @@ class WeightedMappingLoss:
         out_names: Sequence[str],
         normalizer: StandardNormalizer,
     ):
+        if isinstance(out_names, str) or not all(isinstance(n, str) for n in out_names):
+            raise TypeError(
+                f"The loss variables (out_names) are {out_names!r}; pass a list of "
+                "variable names (strings), e.g. ['ps', 'q_0']."
+            )
+        if not out_names:
+            raise ValueError(
+                "The loss has no variables (out_names is empty); pass at least one "
+                "variable name (a step's out_names)."
+            )
+        repeated = sorted({n for n in out_names if list(out_names).count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"The loss variables name {repeated} more than once (out_names "
+                f"{list(out_names)}); each would count twice in the mean. List each once."
+            )
+        if not isinstance(weights, Mapping):
+            raise TypeError(
+                f"Loss weights are {_kind(weights)}; pass a mapping from variable name to "
+                "weight, e.g. {'ps': 2.0}."
+            )
         missing = [n for n in out_names if n not in normalizer.stds]
         if missing:
             raise ValueError(
@@ -123,6 +170,10 @@ class WeightedMappingLoss:
                 f"{list(out_names)}; remove them or fix the names."
             )
         for name, w in weights.items():
+            if not is_number(w):
+                raise TypeError(
+                    f"Loss weight of {name!r} is {w!r} ({_kind(w)}); it must be a number >= 0."
+                )
             if not (math.isfinite(float(w)) and float(w) >= 0):
                 raise ValueError(f"Loss weight of {name!r} is {w}; it must be finite and >= 0.")
         self.loss = loss
@@ -234,6 +285,11 @@ class StepLoss:
     from 0)."""
 
     def __init__(self, loss: WeightedMappingLoss, sqrt_loss_decay_constant: float = 0.0):
+        if not is_number(sqrt_loss_decay_constant):
+            raise TypeError(
+                f"sqrt_loss_step_decay_constant is {sqrt_loss_decay_constant!r} "
+                f"({_kind(sqrt_loss_decay_constant)}); it must be a number >= 0."
+            )
         if not (math.isfinite(sqrt_loss_decay_constant) and sqrt_loss_decay_constant >= 0):
             raise ValueError(
                 f"sqrt_loss_step_decay_constant is {sqrt_loss_decay_constant}; it must be finite and >= 0."
@@ -250,6 +306,8 @@ class StepLoss:
         return self.loss.normalizer
 
     def step_weight(self, step: int) -> float:
+        """``(1 + c * step) ** -0.5``; ``step`` is an integer >= 0 (checked by
+        ``StepOutputLoss``; a negative step would give a complex or infinite weight)."""
         return (1.0 + self.sqrt_loss_decay_constant * step) ** -0.5
 
     def __call__(
@@ -330,8 +388,13 @@ class StepOutputLoss:
         regularization: WeightedMappingLoss | None = None,
         regularization_weight: float = 1.0,
     ):
-        if not isinstance(n_ensemble, int) or n_ensemble < 1:
+        if isinstance(n_ensemble, bool) or not isinstance(n_ensemble, int) or n_ensemble < 1:
             raise ValueError(f"n_ensemble must be a positive integer, got {n_ensemble!r}.")
+        if not is_number(regularization_weight):
+            raise TypeError(
+                f"regularization weight is {regularization_weight!r} "
+                f"({_kind(regularization_weight)}); it must be a number > 0."
+            )
         if not (math.isfinite(regularization_weight) and regularization_weight > 0):
             raise ValueError(
                 f"regularization weight is {regularization_weight}; it must be finite and > 0 "
@@ -352,6 +415,12 @@ class StepOutputLoss:
         self.regularization = regularization
         self.regularization_weight = float(regularization_weight)
         self._exclusions_checked = False
+        # the channel losses that check the grid (area-weighted); usually none
+        self._grid_losses = [
+            loss.loss
+            for loss in (step_loss.loss, regularization)
+            if loss is not None and loss.loss.needs_grid
+        ]
 
     @property
     def needs_uncorrected_grad(self) -> bool:
@@ -377,8 +446,53 @@ class StepOutputLoss:
                 the main loss and the penalty.
 
         ``step_output`` and ``target_step`` are not modified.
+
+        Raises:
+            StepOutputLossInputError: (a ``ValueError``) a loss variable
+                missing, a shape that does not fit, a negative step, a data
+                mask naming a variable that is not a loss variable.
+            StepOutputLossTypeError: (also a ``TypeError``) something that is
+                not a mapping, not a floating-point torch tensor (numpy arrays,
+                integer, bool or complex tensors), on the meta device or on
+                another device than the rest, a mask that is not boolean.
+            NonFiniteLossInputError: the loss came out NaN or infinite: the
+                message names the variable and whether the non-finite values
+                are in the model's output before the corrector
+                (``uncorrected``), after it (``output``), in the target, or in
+                none of them (an overflow, e.g. in float16). With loss type
+                ``NaN`` the main loss is NaN by design and is not diagnosed.
+
+        Validation is O(1) per variable (keys, shapes); tensors are scanned
+        only after an operation failed or the loss came out non-finite.
         """
         self._validate(step_output, target_step)
+        _validate_step(step)
+        if data_mask is not None:
+            self._validate_mask(data_mask, target_step)
+        if self._grid_losses:
+            self._validate_grid(step_output)
+        try:
+            main, penalty, swapped = self._compute(step_output, target_step, step, data_mask)
+        except StepOutputLossInputError:
+            raise
+        except Exception as err:
+            # something failed inside torch: find the culprit, or re-raise as is
+            self._diagnose_failure(step_output, target_step, data_mask, err)
+            raise
+        regularization = None if penalty is None else self.regularization_weight * penalty.total()
+        self._check_result(
+            main, penalty, regularization, step_output, target_step, data_mask, swapped
+        )
+        return StepOutputLossResult(main=main, regularization=regularization)
+
+    def _compute(
+        self,
+        step_output: StepOutput,
+        target_step: TensorMapping,
+        step: int,
+        data_mask: TensorMapping | None,
+    ) -> tuple[LossOutput, LossOutput | None, list[str]]:
+        """The main loss, the penalty per channel (unweighted) and the swapped names."""
         names = self.step_loss.names
         # views (n_batch, n_ensemble, *spatial); the main loss and the penalty
         # share them, so their gradients meet in one buffer
@@ -396,15 +510,13 @@ class StepOutputLoss:
         target = {k: target_step[k].unsqueeze(1) for k in names}
         mask = _unfold_mask(data_mask, target_step)
         main = self.step_loss(predict, target, step, mask)
-        regularization = None
+        penalty = None
         if self.regularization is not None:
             # the loss of the corrections output - uncorrected, never stored
             penalty = self.regularization.of_differences_between(
                 {k: output[k] for k in uncorrected}, uncorrected, mask
             )
-            regularization = self.regularization_weight * penalty.total()
-        self._diagnose_nonfinite(main, regularization, step_output, swapped)
-        return StepOutputLossResult(main=main, regularization=regularization)
+        return main, penalty, swapped
 
     def _warn_unmatched_once(self, corrected: list[str]) -> None:
         if self._exclusions_checked or self.precorrector_exclusions is None:
@@ -417,11 +529,26 @@ class StepOutputLoss:
                 f"match no corrector-modified variable (modified: {sorted(corrected)}); "
                 "they have no effect. Fix the names or remove the entries.",
                 UnmatchedExclusionWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of __call__ (via _compute)
             )
 
     def _validate(self, step_output: StepOutput, target_step: TensorMapping) -> None:
+        if not isinstance(step_output, StepOutput):
+            raise StepOutputLossTypeError(
+                f"step_output is {_kind(step_output)}; pass a StepOutput(output, uncorrected)."
+            )
         output, uncorrected = step_output.output, step_output.uncorrected
+        for what, mapping, fix in (
+            ("step_output.output", output, "a mapping from variable name to tensor"),
+            (
+                "step_output.uncorrected",
+                uncorrected,
+                "a mapping from variable name to tensor ({} when nothing was corrected)",
+            ),
+            ("target_step", target_step, "a mapping from variable name to tensor"),
+        ):
+            if not isinstance(mapping, Mapping):
+                raise StepOutputLossTypeError(f"{what} is {_kind(mapping)}; pass {fix}.")
         names = self.step_loss.names
         for name in names:
             if name not in output:
@@ -441,6 +568,12 @@ class StepOutputLoss:
                     "step_output.output; uncorrected must hold pre-correction values "
                     "of output variables only."
                 )
+            try:
+                floats = value.dtype.is_floating_point
+            except AttributeError:
+                floats = False
+            if not floats:
+                self._diagnose_failure(step_output, target_step, None, None)
             if value.shape != output[name].shape:
                 raise StepOutputLossInputError(
                     f"step_output.uncorrected[{name!r}] has shape {tuple(value.shape)} but "
@@ -454,6 +587,12 @@ class StepOutputLoss:
                 )
         for name in names:
             pred, tgt = output[name], target_step[name]
+            try:  # O(1): a float tensor each (int, bool, complex, numpy fail here)
+                floats = pred.dtype.is_floating_point and tgt.dtype.is_floating_point
+            except AttributeError:
+                floats = False
+            if not floats:
+                self._diagnose_failure(step_output, target_step, None, None)
             if pred.ndim == 0 or pred.shape[0] % self.n_ensemble != 0:
                 raise StepOutputLossInputError(
                     f"step_output.output[{name!r}] has leading dimension "
@@ -468,32 +607,276 @@ class StepOutputLoss:
                     f"n_ensemble={self.n_ensemble}."
                 )
 
-    def _diagnose_nonfinite(
+    def _validate_mask(self, data_mask: TensorMapping, target_step: TensorMapping) -> None:
+        """O(1) per mask: a mapping of boolean tensors, keyed by loss variables,
+        each broadcastable to the variable's target ``(n_batch, *spatial)``."""
+        if not isinstance(data_mask, Mapping):
+            raise StepOutputLossTypeError(
+                f"data_mask is {_kind(data_mask)}; pass a mapping from loss variable "
+                "to a boolean mask (True = valid), or None for no mask."
+            )
+        names = self.step_loss.names
+        for name, mask in data_mask.items():
+            if name not in names:
+                raise StepOutputLossInputError(
+                    f"data_mask has {name!r}, which is not a loss variable {list(names)}; "
+                    "a mask applies only to the loss variable it is named after, so this "
+                    "one would be ignored. Fix the name or drop the entry."
+                )
+            if not isinstance(mask, torch.Tensor):
+                raise StepOutputLossTypeError(
+                    f"data_mask[{name!r}] is {_kind(mask)}; pass a boolean torch tensor "
+                    "(True = valid)."
+                )
+            if mask.dtype != torch.bool:
+                raise StepOutputLossTypeError(
+                    f"data_mask[{name!r}] has dtype {mask.dtype}; it must be boolean "
+                    "(True = valid point): a non-zero float such as 0.5 would count as "
+                    f"valid. Pass e.g. data_mask[{name!r}] > 0.5 or .bool() of a 0/1 mask."
+                )
+            shape = tuple(target_step[name].shape)
+            if mask.ndim > len(shape) or any(
+                m != 1 and m != t for m, t in zip(reversed(mask.shape), reversed(shape))
+            ):
+                raise StepOutputLossInputError(
+                    f"data_mask[{name!r}] has shape {tuple(mask.shape)}, which does not "
+                    f"broadcast to target_step[{name!r}]'s {shape} (n_batch, *spatial); pass "
+                    f"a mask of shape {shape} or of the spatial shape {shape[1:]}."
+                )
+
+    def _validate_grid(self, step_output: StepOutput) -> None:
+        """Area-weighted losses only: every loss variable has the grid of the
+        area weights (else they would broadcast silently or fail deep inside)."""
+        for name in self.step_loss.names:
+            shape = tuple(step_output.output[name].shape)
+            for loss in self._grid_losses:
+                problem = loss.spatial_problem(shape)
+                if problem is not None:
+                    raise StepOutputLossInputError(f"step_output.output[{name!r}] {problem}.")
+
+    def _diagnose_failure(
+        self,
+        step_output: StepOutput,
+        target_step: TensorMapping,
+        data_mask: TensorMapping | None,
+        err: BaseException | None,
+    ) -> None:
+        """After torch failed (or returned a meta or non-float result): raise a
+        clear error naming the tensor that caused it, or return if none did."""
+        names = self.step_loss.names
+        first = step_output.output[names[0]]
+        device = getattr(first, "device", None)
+        groups: list[tuple[str, TensorMapping, bool]] = [
+            ("step_output.output", {k: step_output.output[k] for k in names}, True),
+            ("step_output.uncorrected", step_output.uncorrected, True),
+            ("target_step", {k: target_step[k] for k in names}, True),
+            ("data_mask", data_mask or {}, False),
+        ]
+        for where, mapping, values in groups:
+            for name, value in mapping.items():
+                if not isinstance(value, torch.Tensor):
+                    raise StepOutputLossTypeError(
+                        f"{where}[{name!r}] is {_kind(value)}; pass a torch tensor (e.g. "
+                        "torch.from_numpy(array) or torch.as_tensor(value))."
+                    ) from err
+                if values and not value.dtype.is_floating_point:
+                    raise StepOutputLossTypeError(
+                        f"{where}[{name!r}] has dtype {value.dtype}; the loss needs "
+                        "floating-point values in physical units: cast it with .float() "
+                        "(integer, bool and complex tensors have no loss here)."
+                    ) from err
+                if value.is_meta:
+                    raise StepOutputLossTypeError(
+                        f"{where}[{name!r}] is on the meta device (a shape without values); "
+                        "pass tensors that hold values (materialize the module, e.g. "
+                        "module.to_empty(device=...) and load its weights)."
+                    ) from err
+                if device is not None and value.device != device:
+                    raise StepOutputLossTypeError(
+                        f"{where}[{name!r}] is on {value.device} but step_output.output"
+                        f"[{names[0]!r}] is on {device}; put every tensor on one device "
+                        f"(e.g. .to({str(device)!r}))."
+                    ) from err
+        for loss in (self.step_loss.loss.loss, *self._grid_losses):
+            for name in names:
+                problem = loss.spatial_problem(tuple(step_output.output[name].shape))
+                if problem is not None:
+                    raise StepOutputLossInputError(
+                        f"step_output.output[{name!r}] {problem}."
+                    ) from err
+
+    def _check_result(
         self,
         main: LossOutput,
+        penalty: LossOutput | None,
         regularization: torch.Tensor | None,
         step_output: StepOutput,
+        target_step: TensorMapping,
+        data_mask: TensorMapping | None,
         swapped: list[str],
     ) -> None:
-        """Name the variable when a NaN in ``uncorrected`` reached the loss.
+        """One scalar check per call; the tensors are scanned only when the
+        loss came out non-finite (or meta, or not floating-point)."""
+        per_channel = main.per_channel
+        if per_channel.is_meta or not per_channel.dtype.is_floating_point:
+            self._diagnose_failure(step_output, target_step, data_mask, None)
+            return
+        check_main = not self.step_loss.loss.loss.is_nan  # type NaN is NaN by design
+        if check_main:
+            value = per_channel.detach().sum()
+            if regularization is not None:
+                value = value + regularization.detach()
+        elif regularization is not None:
+            value = regularization.detach()
+        else:
+            return
+        if math.isfinite(float(value)):
+            return
+        if check_main:
+            finite = torch.isfinite(per_channel.detach()).tolist()
+            for name, ok, loss in zip(main.names, finite, per_channel.tolist()):
+                if not ok:
+                    self._raise_nonfinite_main(
+                        name, loss, step_output, target_step, data_mask, swapped
+                    )
+        if penalty is not None and regularization is not None:
+            self._raise_nonfinite_penalty(penalty, regularization, step_output, data_mask)
+        raise NonFiniteLossInputError(  # the sum of finite channel losses overflowed
+            f"The loss is {float(value)} although every channel's loss is finite: their "
+            f"sum overflowed in {per_channel.dtype}. Compute the loss in float32 (pass "
+            "tensors converted with .float())."
+        )
 
-        Only scalars are inspected on the normal path; the tensors are scanned
-        only after something came out non-finite.
-        """
-        suspects = list(swapped)
-        if regularization is not None:
-            suspects += [k for k in step_output.uncorrected if k not in suspects]
-        if not suspects:
-            return
-        checks = [main.per_channel[[main.names.index(k) for k in swapped]]] if swapped else []
-        if regularization is not None:
-            checks.append(regularization.reshape(1))
-        if bool(torch.isfinite(torch.cat([c.detach().reshape(-1) for c in checks])).all()):
-            return
-        for name in suspects:
-            if not bool(torch.isfinite(step_output.uncorrected[name]).all()):
-                raise StepOutputLossInputError(
-                    f"step_output.uncorrected[{name!r}] contains NaN or inf; the "
-                    "pre-correction values must be finite. Check the model output "
-                    "before the corrector."
+    def _nonfinite_points(
+        self, values: torch.Tensor, mask: torch.Tensor | None, is_target: bool
+    ) -> int:
+        """How many unmasked points of ``values`` are NaN or infinite."""
+        unfolded = values.unsqueeze(1) if is_target else values.unflatten(0, (-1, self.n_ensemble))
+        bad = ~torch.isfinite(unfolded.detach())
+        if mask is not None:  # as _unfold_mask does
+            mask = mask.unsqueeze(1) if mask.ndim == values.ndim else mask
+            bad = bad & mask.to(device=bad.device)
+        return int(bad.sum())
+
+    def _overflow_message(self, what: str, value: float, dtype: torch.dtype) -> str:
+        hint = (
+            " (or the target's global mean is zero: global_mean_type LpLoss divides by it)"
+            if self.step_loss.loss.loss.uses_global_mean
+            else ""
+        )
+        return (
+            f"{what} is {value} although its inputs are finite: the computation "
+            f"overflowed in {dtype} (largest finite value {torch.finfo(dtype).max:g}){hint}. "
+            "Compute the loss in float32: pass tensors converted with .float()."
+        )
+
+    def _raise_nonfinite_main(
+        self,
+        name: str,
+        value: float,
+        step_output: StepOutput,
+        target_step: TensorMapping,
+        data_mask: TensorMapping | None,
+        swapped: list[str],
+    ) -> None:
+        mask = None if data_mask is None else data_mask.get(name)
+        output = step_output.output[name]
+        uncorrected = step_output.uncorrected.get(name)
+        total = output.numel()
+        if name in swapped and uncorrected is not None:
+            n = self._nonfinite_points(uncorrected, mask, is_target=False)
+            if n:
+                raise NonFiniteLossInputError(
+                    f"step_output.uncorrected[{name!r}] contains NaN or inf ({n} of {total} "
+                    "points): the model's output before the corrector is non-finite, and "
+                    "pre-corrector optimization trains on it. Check the model: its inputs "
+                    "(e.g. the initial condition), weights and learning rate."
                 )
+        else:
+            n = self._nonfinite_points(output, mask, is_target=False)
+            if n:
+                where = f"step_output.output[{name!r}] contains NaN or inf ({n} of {total} points)"
+                if uncorrected is None:
+                    cause = "the model's output is non-finite"
+                elif self._nonfinite_points(uncorrected, mask, is_target=False):
+                    cause = (
+                        f"so does uncorrected[{name!r}]: the model's output before the "
+                        "corrector is non-finite"
+                    )
+                else:
+                    raise NonFiniteLossInputError(
+                        f"{where}, but uncorrected[{name!r}] is finite: the corrector "
+                        "produced them. Check the corrector (e.g. a division by a zero "
+                        "global mean)."
+                    )
+                raise NonFiniteLossInputError(
+                    f"{where}; {cause}. Check the model: its inputs (e.g. the initial "
+                    "condition), weights and learning rate."
+                )
+        target = target_step[name]
+        n = self._nonfinite_points(target, mask, is_target=True)
+        if n:
+            raise NonFiniteLossInputError(
+                f"target_step[{name!r}] contains NaN or inf ({n} of {target.numel()} "
+                "points): the target data are non-finite there. Fill them, or mask them "
+                f"out with data_mask[{name!r}] (a boolean mask, False = ignore the point)."
+            )
+        raise NonFiniteLossInputError(
+            self._overflow_message(f"The loss of {name!r}", value, output.dtype)
+        )
+
+    def _raise_nonfinite_penalty(
+        self,
+        penalty: LossOutput,
+        regularization: torch.Tensor,
+        step_output: StepOutput,
+        data_mask: TensorMapping | None,
+    ) -> None:
+        finite = torch.isfinite(penalty.per_channel.detach()).tolist()
+        for name, ok in zip(penalty.names, finite):
+            if ok or name not in step_output.uncorrected:
+                continue
+            mask = None if data_mask is None else data_mask.get(name)
+            uncorrected = step_output.uncorrected[name]
+            n = self._nonfinite_points(uncorrected, mask, is_target=False)
+            if n:
+                raise NonFiniteLossInputError(
+                    f"step_output.uncorrected[{name!r}] contains NaN or inf ({n} of "
+                    f"{uncorrected.numel()} points): the model's output before the "
+                    "corrector is non-finite, and the correction penalty uses it. Check "
+                    "the model: its inputs (e.g. the initial condition), weights and "
+                    "learning rate."
+                )
+            if self._nonfinite_points(step_output.output[name], mask, is_target=False):
+                raise NonFiniteLossInputError(
+                    f"step_output.output[{name!r}] contains NaN or inf but "
+                    f"uncorrected[{name!r}] is finite: the corrector produced them. Check "
+                    "the corrector (e.g. a division by a zero global mean)."
+                )
+            raise NonFiniteLossInputError(
+                self._overflow_message(
+                    f"The correction penalty of {name!r}",
+                    float(penalty.per_channel[penalty.names.index(name)]),
+                    uncorrected.dtype,
+                )
+            )
+        raise NonFiniteLossInputError(
+            self._overflow_message(
+                "The correction penalty", float(regularization), penalty.per_channel.dtype
+            )
+        )
+
+
+def _validate_step(step: object) -> None:
+    """The step index: an integer >= 0 (a negative one makes the decay weight
+    ``(1 + c * step) ** -0.5`` complex or a division by zero)."""
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise StepOutputLossTypeError(
+            f"step is {step!r} ({_kind(step)}); it must be an integer >= 0, the index "
+            "of the step from 0."
+        )
+    if step < 0:
+        raise StepOutputLossInputError(
+            f"step is {step}; it must be >= 0, the index of the step from 0 (the step "
+            "decay (1 + c * step) ** -0.5 is undefined for negative steps)."
+        )

@@ -33,6 +33,12 @@ _KWARGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _require_number(field: str, value: object) -> None:
+    """``TypeError`` naming ``field`` unless ``value`` is a number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Loss {field} is {value!r} ({type(value).__name__}); it must be a number.")
+
+
 @dataclasses.dataclass
 class LossConfig:
     """A per-channel loss, in loss-normalized space.
@@ -56,7 +62,13 @@ class LossConfig:
     global_mean_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.type not in LOSS_TYPES:
+        for field in ("kwargs", "global_mean_kwargs"):
+            if not isinstance(getattr(self, field), Mapping):
+                raise TypeError(
+                    f"Loss {field} is {getattr(self, field)!r}; it must be a mapping of "
+                    "option names to values, e.g. {alpha: 0.95}."
+                )
+        if not isinstance(self.type, str) or self.type not in LOSS_TYPES:
             raise ValueError(f"Unknown loss type {self.type!r}; choose one of {list(LOSS_TYPES)}.")
         unknown = sorted(set(self.kwargs) - set(_KWARGS[self.type]))
         if unknown:
@@ -73,6 +85,7 @@ class LossConfig:
             raise ValueError(
                 f"global_mean_kwargs takes only 'p', got {sorted(self.global_mean_kwargs)}."
             )
+        _require_number("global_mean_weight", self.global_mean_weight)
         if not (math.isfinite(self.global_mean_weight) and self.global_mean_weight >= 0):
             raise ValueError(
                 f"global_mean_weight is {self.global_mean_weight}; it must be finite and >= 0."
@@ -135,6 +148,14 @@ class StepLossConfig(LossConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         c = self.sqrt_loss_step_decay_constant
+        _require_number("sqrt_loss_step_decay_constant", c)
+        if not isinstance(self.weights, Mapping):
+            raise TypeError(
+                f"Loss weights are {self.weights!r}; they must be a mapping from variable "
+                "name to a number, e.g. {ps: 2.0}."
+            )
+        for name, weight in self.weights.items():
+            _require_number(f"weights[{name!r}]", weight)
         if not (math.isfinite(c) and c >= 0):
             raise ValueError(f"sqrt_loss_step_decay_constant is {c}; it must be finite and >= 0.")
 

@@ -31,6 +31,13 @@ class ChannelLoss:
     is_ensemble: bool = False
     is_nan: bool = False
     uses_global_mean: bool = False
+    needs_grid: bool = False
+    """True when ``spatial_problem`` can find a problem (area-weighted losses)."""
+
+    def spatial_problem(self, shape: tuple[int, ...]) -> str | None:
+        """Why values of one channel with ``shape`` (``(n_samples, *spatial)``)
+        cannot be used by this loss, or None when they can (O(1), no scan)."""
+        return None
 
     def __call__(self, predict: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.of_difference(predict - target)
@@ -77,6 +84,60 @@ class L1Loss(ChannelLoss):
         return F.l1_loss(predict, target.expand_as(predict)) * abs(scale)
 
 
+def validate_area_weights(area_weights: object, what: str) -> torch.Tensor:
+    """``area_weights`` if they are usable by ``what``; else a clear error.
+
+    Built once per loss, so the full scan (finite, >= 0, not all 0) is cheap.
+
+    Raises:
+        TypeError: not a floating-point torch tensor.
+        ValueError: not 2-D, or negative, NaN, inf or all zero.
+    """
+    if not isinstance(area_weights, torch.Tensor):
+        raise TypeError(
+            f"{what}: area_weights is a {type(area_weights).__name__}; pass a torch "
+            "tensor of shape (n_lat, n_lon) or (n_lat, 1) (e.g. torch.as_tensor(weights))."
+        )
+    if not area_weights.dtype.is_floating_point:
+        raise TypeError(
+            f"{what}: area_weights has dtype {area_weights.dtype}; pass floating-point "
+            "weights (e.g. area_weights.float())."
+        )
+    if area_weights.ndim != 2:
+        raise ValueError(
+            f"{what}: area_weights has shape {tuple(area_weights.shape)}; it must be 2-D, "
+            "(n_lat, n_lon) or (n_lat, 1) (e.g. cos(lat)[:, None])."
+        )
+    if area_weights.is_meta:
+        raise ValueError(f"{what}: area_weights is on the meta device; pass real values.")
+    if not bool(torch.isfinite(area_weights).all()) or bool((area_weights < 0).any()):
+        raise ValueError(
+            f"{what}: area_weights contain negative, NaN or infinite values; they must "
+            "be finite and >= 0 (e.g. cos(latitude))."
+        )
+    if not bool((area_weights > 0).any()):
+        raise ValueError(f"{what}: area_weights are all zero; at least one must be > 0.")
+    return area_weights
+
+
+def area_weights_problem(area_weights: torch.Tensor, shape: tuple[int, ...]) -> str | None:
+    """Why ``(n_samples, n_lat, n_lon)`` values of ``shape`` do not fit
+    ``area_weights`` (``(n_lat, n_lon)`` or ``(n_lat, 1)``), or None."""
+    if len(shape) < 3:
+        return (
+            f"has shape {shape}, but an area-weighted loss needs (n_samples, n_lat, n_lon): "
+            "the last two dimensions are latitude and longitude"
+        )
+    n_lat, n_lon = shape[-2:]
+    w_lat, w_lon = area_weights.shape
+    if w_lat != n_lat or w_lon not in (1, n_lon):
+        return (
+            f"has the grid (n_lat, n_lon) = {(n_lat, n_lon)}, but area_weights have shape "
+            f"{(w_lat, w_lon)}; pass area weights of shape {(n_lat, n_lon)} or {(n_lat, 1)}"
+        )
+    return None
+
+
 def _area_weighted_mean(x: torch.Tensor, area_weights: torch.Tensor) -> torch.Tensor:
     """Area-weighted mean over the last two (lat, lon) dimensions."""
     w = area_weights.to(x)
@@ -91,9 +152,13 @@ class AreaWeightedMSELoss(ChannelLoss):
     """
 
     difference_only = True
+    needs_grid = True
 
     def __init__(self, area_weights: torch.Tensor):
-        self.area_weights = area_weights
+        self.area_weights = validate_area_weights(area_weights, "AreaWeightedMSE")
+
+    def spatial_problem(self, shape: tuple[int, ...]) -> str | None:
+        return area_weights_problem(self.area_weights, shape)
 
     def of_difference(self, difference: torch.Tensor) -> torch.Tensor:
         return _area_weighted_mean(torch.square(difference), self.area_weights).mean()
@@ -131,7 +196,7 @@ class CRPSLoss(ChannelLoss):
     is_ensemble = True
 
     def __init__(self, alpha: float = 1.0):
-        if not 0.0 <= alpha <= 1.0:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise ValueError(f"CRPS alpha must be in [0, 1], got {alpha}.")
         self.alpha = alpha
 
@@ -159,12 +224,16 @@ class GlobalMeanLpLoss(ChannelLoss):
     """
 
     uses_global_mean = True
+    needs_grid = True
 
     def __init__(self, area_weights: torch.Tensor, p: float = 2.0):
-        if p <= 0:
-            raise ValueError(f"LpLoss p must be > 0, got {p}.")
-        self.area_weights = area_weights
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
+            raise ValueError(f"LpLoss p must be a number > 0, got {p!r}.")
+        self.area_weights = validate_area_weights(area_weights, "global_mean_type LpLoss")
         self.p = p
+
+    def spatial_problem(self, shape: tuple[int, ...]) -> str | None:
+        return area_weights_problem(self.area_weights, shape)
 
     def __call__(self, predict: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         gm_p = _area_weighted_mean(predict, self.area_weights)
@@ -185,6 +254,14 @@ class WeightedSumLoss(ChannelLoss):
         self.is_ensemble = any(loss.is_ensemble for loss in losses)
         self.is_nan = any(loss.is_nan for loss in losses)
         self.uses_global_mean = any(loss.uses_global_mean for loss in losses)
+        self.needs_grid = any(loss.needs_grid for loss in losses)
+
+    def spatial_problem(self, shape: tuple[int, ...]) -> str | None:
+        for loss in self.losses:
+            problem = loss.spatial_problem(shape)
+            if problem is not None:
+                return problem
+        return None
 
     def __call__(self, predict: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         terms = [w * loss(predict, target) for w, loss in zip(self.weights, self.losses)]

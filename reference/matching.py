@@ -44,10 +44,18 @@ class NameMatcher:
 
     Args:
         entries: names and prefixes, as described in the module docstring.
-            Empty strings are rejected; duplicates are kept once.
+            Empty strings are rejected; duplicates are kept once. A bare
+            string (not a list) is rejected with ``TypeError``: it would be
+            read as its characters.
     """
 
     def __init__(self, entries: Iterable[str] = ()):
+        if isinstance(entries, str | bytes):
+            raise TypeError(
+                f"The names and prefixes are the single string {entries!r}, which would be "
+                f"read as its characters {list(entries)!r}; pass a list of strings, e.g. "
+                f"[{entries!r}]."
+            )
         entries = list(entries)
         for entry in entries:
             if not isinstance(entry, str) or entry in ("", "_"):

@@ -1,6 +1,7 @@
 """The per-variable standard normalizer that defines loss-normalized space."""
 
 import math
+import numbers
 from collections.abc import Mapping
 
 from reference.typing_ import TensorDict, TensorMapping
@@ -18,6 +19,17 @@ class StandardNormalizer:
     """
 
     def __init__(self, means: Mapping[str, float], stds: Mapping[str, float]):
+        for field, values in (("means", means), ("stds", stds)):
+            if not isinstance(values, Mapping):
+                raise TypeError(
+                    f"Normalizer {field} are a {type(values).__name__}; pass a mapping "
+                    "from variable name to a number, e.g. {'ps': 1.0e5}."
+                )
+            for name, value in values.items():
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise TypeError(
+                        f"Normalizer {field[:-1]} of {name!r} is {value!r}; it must be a number."
+                    )
         if set(means) != set(stds):
             raise ValueError(
                 "Normalizer means and stds must name the same variables; only in "

@@ -102,6 +102,15 @@ class StepABC(abc.ABC):
         self.modules.load_state_dict(state["modules"])
 
 
+class StepModuleError(ValueError):
+    """The step's module does not fit its variables: it failed on the stacked
+    input (``failed`` True), or returned the wrong number of channels."""
+
+    def __init__(self, message: str, failed: bool = False):
+        super().__init__(message)
+        self.failed = failed
+
+
 def _stack(data: TensorMapping, names: Sequence[str]) -> torch.Tensor:
     return torch.stack([data[n] for n in names], dim=1)
 
@@ -165,10 +174,33 @@ class SingleModuleStep(StepABC):
     def modules(self) -> nn.ModuleList:
         return self._modules
 
+    def _call_module(self, x: torch.Tensor) -> torch.Tensor:
+        """The module on the stacked, normalized input ``(n_samples, n_in, *spatial)``;
+        a ``StepModuleError`` naming the variables if it does not fit them."""
+        n_in, n_out = len(self._in_names), len(self._out_names)
+        try:
+            y = self._modules[0](x)
+        except RuntimeError as err:
+            raise StepModuleError(
+                f"The step's module failed on its input of shape {tuple(x.shape)} = "
+                f"(n_samples, {n_in} channels for in_names {self._in_names}, *spatial): "
+                f"{err}. It must map (n_samples, {n_in}, *spatial) to (n_samples, "
+                f"{n_out}, *spatial); fix its channel counts (or the data's shape).",
+                failed=True,
+            ) from err
+        if not isinstance(y, torch.Tensor) or y.ndim < 2 or y.shape[1] != n_out:
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise StepModuleError(
+                f"The step's module returned {shape} for an input of shape "
+                f"{tuple(x.shape)}; it must return (n_samples, {n_out} channels for "
+                f"out_names {self._out_names}, *spatial). Fix its output channels."
+            )
+        return y
+
     def _generate(self, input: TensorMapping) -> TensorDict:
         """The raw network output, physical units."""
         x = _stack(self.normalizer.normalize({n: input[n] for n in self._in_names}), self._in_names)
-        return self.normalizer.denormalize(_unstack(self._modules[0](x), self._out_names))
+        return self.normalizer.denormalize(_unstack(self._call_module(x), self._out_names))
 
     def step(self, input: TensorMapping, detach_uncorrected: bool = True) -> StepOutput:
         missing = [n for n in self._in_names if n not in input]
@@ -189,7 +221,7 @@ class ResidualStep(SingleModuleStep):
 
     def _generate(self, input: TensorMapping) -> TensorDict:
         x = _stack(self.normalizer.normalize({n: input[n] for n in self._in_names}), self._in_names)
-        y = _unstack(self._modules[0](x), self._out_names)
+        y = _unstack(self._call_module(x), self._out_names)
         out = self.normalizer.denormalize(y)
         for name in self.prognostic_names:
             out[name] = input[name] + y[name] * self.normalizer.stds[name]

@@ -78,16 +78,22 @@ from typing import Any
 import dacite
 import torch
 
+from reference import config_errors
 from reference.aggregator import TrainAggregator
 from reference.corrector.loss import CorrectorLossConfig, build_step_output_loss
 from reference.distributed import Distributed
-from reference.loss import UnmatchedExclusionWarning
+from reference.loss import NonFiniteLossInputError, UnmatchedExclusionWarning
 from reference.loss_config import StepLossConfig
 from reference.normalizer import StandardNormalizer
 from reference.optimization import OptimizationConfig
-from reference.step import StepABC
+from reference.step import StepABC, StepModuleError
 from reference.step_output import StepOutput, is_detached
 from reference.typing_ import TensorDict, TensorMapping
+
+
+class BatchError(ValueError):
+    """A training batch that does not fit the step; the message names the
+    variable (or the shape) and the fix."""
 
 
 class EmptyUncorrectedWarning(UserWarning):
@@ -143,8 +149,17 @@ class TrainStepperConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainStepperConfig":
-        """From plain data (e.g. parsed YAML); unknown keys are errors."""
-        return dacite.from_dict(cls, dict(data), config=DACITE_CONFIG)
+        """From plain data (e.g. parsed YAML); unknown keys are errors.
+
+        Raises:
+            ConfigTypeError: (a ``dacite.WrongTypeError`` and a ``TypeError``)
+                a field of the wrong type; the message names the field path
+                (``corrector_loss.precorrector_optimization.exclude_names_and_prefixes``),
+                the expected type in plain words ("a list of strings") and the
+                value given.
+            dacite.UnexpectedDataError: an unknown key.
+        """
+        return config_errors.from_dict(cls, data, DACITE_CONFIG)
 
     def build(
         self,
@@ -246,27 +261,90 @@ class TrainStepper:
         return TrainAggregator()
 
     def _validate_batch(self, data: TensorMapping) -> tuple[int, int]:
+        if not isinstance(data, Mapping):
+            raise BatchError(
+                f"The batch is a {type(data).__name__}; pass a mapping from variable name "
+                "to a tensor of shape (n_batch, n_time, *spatial)."
+            )
         names = list(dict.fromkeys([*self.step.in_names, *self.step.out_names]))
         missing = [n for n in names if n not in data]
         if missing:
-            raise ValueError(
+            raise BatchError(
                 f"The batch lacks {missing}; it needs every input and output variable "
                 f"of the step ({names})."
             )
+        for name in names:
+            value = data[name]
+            if not isinstance(value, torch.Tensor):
+                raise BatchError(
+                    f"batch[{name!r}] is a {type(value).__module__}.{type(value).__name__}; "
+                    "pass a torch tensor (e.g. torch.from_numpy(array))."
+                )
+            if not value.dtype.is_floating_point:
+                raise BatchError(
+                    f"batch[{name!r}] has dtype {value.dtype}; pass floating-point values in "
+                    "physical units (cast with .float())."
+                )
         shape = tuple(data[names[0]].shape)
         for name in names:
             if tuple(data[name].shape) != shape:
-                raise ValueError(
+                raise BatchError(
                     f"batch[{name!r}] has shape {tuple(data[name].shape)} but "
                     f"batch[{names[0]!r}] has {shape}; all variables must share "
                     "(n_batch, n_time, *spatial)."
                 )
+        weights = self.area_weights
+        if (
+            isinstance(weights, torch.Tensor)
+            and weights.ndim == 2
+            and len(shape) >= 2
+            and (len(shape) < 4 or shape[-2] != weights.shape[0])
+        ):
+            raise BatchError(
+                f"Batch tensors have shape {shape}, which does not end in the grid of the "
+                f"area weights ({weights.shape[0]} latitudes); the batch needs "
+                "(n_batch, n_time, n_lat, n_lon). If it lacks the time dimension, add "
+                "one: time 0 is the initial condition, times 1.. the targets."
+            )
         if len(shape) < 2 or shape[1] < 2:
-            raise ValueError(
+            raise BatchError(
                 f"Batch tensors have shape {shape}; they need (n_batch, n_time, *spatial) "
                 "with n_time >= 2 (an initial condition and at least one target)."
             )
         return shape[0], shape[1] - 1
+
+    def _step_failure(self, data: TensorMapping, i: int, err: Exception) -> BatchError:
+        """The error for a step that failed inside torch at step ``i``."""
+        shape = tuple(data[self.step.in_names[0]].shape)
+        return BatchError(
+            f"Step {i} failed ({type(err).__name__}: {err}). Its inputs were read from "
+            f"batch tensors of shape {shape} as (n_batch, n_time, *spatial) = "
+            f"({shape[0]}, {shape[1]}, *{shape[2:]}). If the batch has no time "
+            "dimension, add one: (n_batch, n_time, n_lat, n_lon), time 0 the initial "
+            "condition. Otherwise check that the step's module takes "
+            f"(n_samples, {len(self.step.in_names)} channels, *spatial) for in_names "
+            f"{self.step.in_names}."
+        )
+
+    def _diagnose_nonfinite_batch(
+        self, data: TensorMapping, i: int, err: NonFiniteLossInputError
+    ) -> None:
+        """After step ``i``'s loss came out non-finite: raise naming the batch
+        variable if the step's input from the batch (the initial condition at
+        step 0, the forcings) was already non-finite. Scans only on failure."""
+        step = self.step
+        inputs = [(n, 0, "the initial condition") for n in step.prognostic_names if i == 0]
+        inputs += [(n, i, f"a forcing at time {i}") for n in step.forcing_names]
+        for name, time, role in inputs:
+            values = data[name][:, time]
+            n_bad = int((~torch.isfinite(values)).sum())
+            if n_bad:
+                raise NonFiniteLossInputError(
+                    f"batch[{name!r}][:, {time}] ({role}) contains NaN or inf ({n_bad} of "
+                    f"{values.numel()} points), so step {i}'s output is non-finite "
+                    f"(the loss reported: {err}). Fill the non-finite input values: a "
+                    "data_mask masks only the loss, not the step's inputs."
+                ) from err
 
     def _check_step_output(self, step_output: StepOutput) -> None:
         if not self.step.corrector_enabled or self._detach_uncorrected:
@@ -336,7 +414,16 @@ class TrainStepper:
             detached; wrap in ``torch.no_grad()`` for inference).
         """
         _, n_forward_steps = self._validate_batch(data)
-        return list(self._rollout(data, n_forward_steps, detach_uncorrected=True))
+        rollout = self._rollout(data, n_forward_steps, detach_uncorrected=True)
+        outputs = []
+        for i in range(n_forward_steps):
+            try:
+                outputs.append(next(rollout))
+            except (RuntimeError, StepModuleError) as err:  # say what was passed
+                if isinstance(err, StepModuleError) and not err.failed:
+                    raise  # the module's output channels: clear as it is
+                raise self._step_failure(data, i, err) from err
+        return outputs
 
     def train_on_batch(
         self, data: TensorMapping, data_mask: TensorMapping | None = None
@@ -375,10 +462,19 @@ class TrainStepper:
                 # are all-reduced at the batch's last backward only
                 sync = not optimization.use_gradient_accumulation or i == n_forward_steps - 1
                 with distributed.gradient_sync(self._ddp, sync):
-                    step_output = next(rollout)
+                    try:
+                        step_output = next(rollout)
+                    except (RuntimeError, StepModuleError) as err:  # say what was passed
+                        if isinstance(err, StepModuleError) and not err.failed:
+                            raise  # the module's output channels: clear as it is
+                        raise self._step_failure(data, i, err) from err
                     self._check_step_output(step_output)
                     target = {n: data[n][:, i + 1] for n in self.step.out_names}
-                    result = self.loss(step_output, target, step=i, data_mask=data_mask)
+                    try:
+                        result = self.loss(step_output, target, step=i, data_mask=data_mask)
+                    except NonFiniteLossInputError as err:
+                        self._diagnose_nonfinite_batch(data, i, err)
+                        raise
                     total = result.total()
                     optimization.accumulate_loss(total if scale == 1.0 else total * scale)
                 loss_sum = total.detach() if loss_sum is None else loss_sum + total.detach()

@@ -41,7 +41,14 @@ class PreCorrectorOptimizationConfig:
     exclude_names_and_prefixes: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        NameMatcher(self.exclude_names_and_prefixes)  # validates each entry
+        entries = self.exclude_names_and_prefixes
+        if isinstance(entries, str) or not isinstance(entries, list | tuple):
+            raise TypeError(
+                "precorrector_optimization.exclude_names_and_prefixes must be a list of "
+                f"strings, got {entries!r} ({type(entries).__name__}); write it as a list, "
+                f"e.g. [{entries!r}] (a bare string would be read as its characters)."
+            )
+        NameMatcher(entries)  # validates each entry
 
     def build(self) -> NameMatcher:
         return NameMatcher(self.exclude_names_and_prefixes)
@@ -95,7 +102,12 @@ class CorrectorRegularizationConfig:
                 f"{self.loss.global_mean_type!r}: a relative global-mean loss divides by "
                 "the zero baseline. Set global_mean_type to null."
             )
-        if isinstance(self.weight, bool) or not (math.isfinite(self.weight) and self.weight > 0):
+        if isinstance(self.weight, bool) or not isinstance(self.weight, int | float):
+            raise TypeError(
+                f"Corrector regularization weight is {self.weight!r} "
+                f"({type(self.weight).__name__}); it must be a number > 0."
+            )
+        if not (math.isfinite(self.weight) and self.weight > 0):
             raise ValueError(
                 f"Corrector regularization weight is {self.weight}; it must be finite "
                 "and > 0. To turn the penalty off, set regularization to null."
