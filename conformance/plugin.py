@@ -20,6 +20,7 @@ ENV_VAR = "STEPOUTPUTLOSS_IMPL"
 IMPL_OPTION = "--stepoutputloss-impl"
 XFAILS_OPTION = "--stepoutputloss-xfails"
 REQUIRES_MARKER = "stepoutputloss_requires"
+ENFORCES_MARKER = "stepoutputloss_enforces"
 SUITE_PLUGIN = "conformance.suite"
 # hypothesis profiles the suite registers (conformance.strategies)
 SUITE_PROFILES = ("thorough", "stepoutputloss-no-shrink")
@@ -61,6 +62,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{REQUIRES_MARKER}(*capabilities): a conformance check that needs adapter capabilities",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{ENFORCES_MARKER}(*requirement_ids): the requirements a conformance check enforces "
+        "(conformance/requirements.py; use conformance.requirements.enforces)",
     )
     # before hypothesis's own pytest_configure loads --hypothesis-profile
     if config.getoption("hypothesis_profile", None) in SUITE_PROFILES:

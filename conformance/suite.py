@@ -31,12 +31,23 @@ from pathlib import Path
 import pytest
 
 from conformance.adapter import AdapterBase, Capability, StepOutputLossAdapter
-from conformance.plugin import ENV_VAR, IMPL_OPTION, REQUIRES_MARKER, XFAILS_OPTION
+from conformance.plugin import ENFORCES_MARKER, ENV_VAR, IMPL_OPTION, REQUIRES_MARKER, XFAILS_OPTION
+from conformance.requirements import (
+    DEVIATES,
+    REQUIREMENT_OF_CAPABILITY,
+    SKIP_PREFIXES,
+    deviated_item,
+    item_requirements,
+    skip_prefix,
+    validate_deviations,
+)
+from conformance.requirements import (
+    NOT_APPLICABLE as NOT_APPLICABLE,
+)
 
 DEFAULT_IMPL = "conformance.adapters.reference:make_adapter"
 """The embedded default of ``python -m conformance`` (never of a pytest run)."""
 CHECKS_DIR = (Path(__file__).parent / "checks").resolve()
-NOT_APPLICABLE = "not applicable: "
 
 _adapters_key = pytest.StashKey["dict[str, StepOutputLossAdapter]"]()
 _xfails_key = pytest.StashKey["dict[str, str]"]()
@@ -132,6 +143,16 @@ def validate_adapter(adapter: object, spec: str) -> None:
         )
     if not callable(adapter.build_loss):  # type: ignore[attr-defined]
         raise pytest.UsageError(f"{where}: build_loss is not callable.")
+    try:
+        deviations = validate_deviations(getattr(adapter, "deviations", None))
+    except ValueError as err:
+        raise pytest.UsageError(f"{where}: {err}") from err
+    both = sorted(c.value for c in caps if REQUIREMENT_OF_CAPABILITY.get(c.value) in deviations)
+    if both:
+        raise pytest.UsageError(
+            f"{where} declares {both} and a deviation from their requirement(s) "
+            f"{[REQUIREMENT_OF_CAPABILITY[c] for c in both]}; declare one or the other."
+        )
     for capability, method in CAPABILITY_METHODS.items():
         inherited = getattr(type(adapter), method, None) is getattr(AdapterBase, method)
         if capability in caps and (inherited or not callable(getattr(adapter, method, None))):
@@ -242,8 +263,30 @@ def missing_capability(item: pytest.Item, declared: Iterable[Capability]) -> Cap
     return next((c for c in required_capabilities(item) if c not in have), None)
 
 
+def adapter_deviations(adapter: object) -> dict[str, str]:
+    """The adapter's validated ``deviations`` (``{requirement id: reason}``)."""
+    return validate_deviations(getattr(adapter, "deviations", None))
+
+
+def param_capabilities(item: pytest.Item) -> list[Capability]:
+    """The capabilities the item's parameter values need (not its markers)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return []
+    return [c for value in callspec.params.values() for c in getattr(value, "requires", ())]
+
+
+def requirement_ids(item: pytest.Item) -> tuple[list[str], list[str]]:
+    """The requirements an item exercises and those to blame if it fails
+    (see :func:`conformance.requirements.item_requirements`)."""
+    enforced = [i for mark in item.iter_markers(ENFORCES_MARKER) for i in mark.args]
+    return item_requirements(enforced, required_capabilities(item), param_capabilities(item))
+
+
 CHECK_PROPERTY = "stepoutputloss_check"
 IMPL_PROPERTY = "stepoutputloss_impl"
+REQUIREMENTS_PROPERTY = "stepoutputloss_requirements"
+BLAME_PROPERTY = "stepoutputloss_blame"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -254,9 +297,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     # every report of a check carries its check id and implementation
     item.user_properties.append((CHECK_PROPERTY, check_id(item)))
     item.user_properties.append((IMPL_PROPERTY, item_impl(item) or impl_specs(item.config)[0]))
-    missing = missing_capability(item, get_adapter(item.config, item_impl(item)).capabilities)
+    ids, blame = requirement_ids(item)
+    item.user_properties.append((REQUIREMENTS_PROPERTY, ids))
+    item.user_properties.append((BLAME_PROPERTY, blame))
+    adapter = get_adapter(item.config, item_impl(item))
+    deviations = adapter_deviations(adapter)
+    missing = missing_capability(item, adapter.capabilities)
     if missing is not None:
-        pytest.skip(NOT_APPLICABLE + missing.value)
+        prefix, detail = skip_prefix(missing, deviations)
+        pytest.skip(prefix + detail)
+    deviated = deviated_item(ids, deviations)
+    if deviated is not None:
+        pytest.skip(DEVIATES + deviated)
 
 
 # ------------------------------------------------------------------ xfails
@@ -354,7 +406,7 @@ def pytest_terminal_summary(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
         if reason.startswith("Skipped: "):
             reason = reason[len("Skipped: ") :]
-        if reason.startswith(NOT_APPLICABLE):
+        if reason.startswith(SKIP_PREFIXES):
             not_applicable[reason] = not_applicable.get(reason, 0) + 1
     for reason, count in sorted(not_applicable.items()):
         tr.write_line(f"{reason}: {count} check(s)")

@@ -89,10 +89,11 @@ def test_not_applicable_reason_is_exact(pytester: pytest.Pytester) -> None:
     got = outcomes(result)
     for param in ("EnsembleLoss", "NaN", "global-mean-LpLoss"):
         assert got[f"check_rejects_regularization_loss_type[{param}]"] == (
-            "not applicable: regularization-loss-types"
+            "deviates: regularization-loss-types (CONFIG-2: no penalty loss type to "
+            "validate (norm is L1 or L2))"
         )
     assert got["check_both_none_rejected"] == "passed"
-    result.stdout.fnmatch_lines(["not applicable: regularization-loss-types: 3 check(s)"])
+    result.stdout.fnmatch_lines(["deviates: regularization-loss-types (CONFIG-2: *): 3 check(s)"])
 
 
 def test_bad_impl_spec_is_a_usage_error(pytester: pytest.Pytester) -> None:

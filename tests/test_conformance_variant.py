@@ -58,22 +58,32 @@ def test_variant_passes_what_applies(variant_run: tuple[dict[str, str], str]) ->
     assert sum(o == "passed" for o in outcomes.values()) >= 40
 
 
-def test_not_applicable_reasons_name_undeclared_capabilities(
+def test_skip_reasons_say_deviates_not_exercised_or_not_applicable(
     variant_run: tuple[dict[str, str], str],
 ) -> None:
+    """A capability the variant lacks is reported as a declared deviation
+    (with the variant's own reason), as not exercised (a hook its adapter does
+    not implement), or as not applicable (an optional extra) -- never as
+    "not applicable" for a #1273 requirement."""
     outcomes, _ = variant_run
     skipped = {c: o for c, o in outcomes.items() if o not in ("passed", "failed")}
     reasons = collections.Counter(skipped.values())
-    assert all(r.startswith("not applicable: ") for r in reasons), reasons
-    capabilities = {r.removeprefix("not applicable: ") for r in reasons}
+    prefixes = ("deviates: ", "not exercised: ", "not applicable: ")
+    assert all(r.startswith(prefixes) for r in reasons), reasons
+    capabilities = {r.split(": ", 1)[1].split(" ", 1)[0] for r in reasons}
     assert capabilities <= set(UNDECLARED), capabilities
-    # the variant's distinguishing gaps are all reported
-    for cap in ("exclusion-matcher", "warn-once-unmatched", "loss-config-regularization"):
-        assert cap in capabilities, f"no check reported 'not applicable: {cap}'"
+    deviations = make_adapter().deviations
+    for cap, rid in [
+        ("exclusion-matcher", "MATCH-1"),
+        ("warn-once-unmatched", "WARN-1"),
+        ("loss-config-regularization", "REG-4"),
+    ]:
+        assert f"deviates: {cap} ({rid}: {deviations[rid]})" in reasons, reasons
     assert (
         outcomes["test_exclusion_matching.py::check_exclusion_keeps_corrected_value[bare-3d-name]"]
-        == "not applicable: exclusion-matcher"
+        == f"deviates: exclusion-matcher (MATCH-1: {deviations['MATCH-1']})"
     )
+    assert not any(r.startswith("not applicable: ") and "exclusion" in r for r in reasons)
     # what it declares instead runs: raise-on-unmatched, delta conversion, opt-in swap
     assert outcomes["test_exclusion_matching.py::check_unmatched_entry_raises"] == "passed"
     assert outcomes["test_target_swap.py::check_swap_partial[exclude-q_1-and-q2m]"] == "passed"
@@ -86,4 +96,4 @@ def test_not_applicable_reasons_name_undeclared_capabilities(
 def test_summary_lists_not_applicable_capabilities(variant_run: tuple[dict[str, str], str]) -> None:
     _, out = variant_run
     assert "implementation: variant 0.1.0" in out
-    assert "not applicable: exclusion-matcher: 6 check(s)" in out
+    assert "deviates: exclusion-matcher (MATCH-1: opt-in selection" in out

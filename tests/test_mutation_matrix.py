@@ -19,7 +19,8 @@ import collections
 import pytest
 from inprocess import preload
 
-from conformance.suite import CHECK_PROPERTY, IMPL_PROPERTY, NOT_APPLICABLE
+from conformance.requirements import SKIP_PREFIXES
+from conformance.suite import CHECK_PROPERTY, IMPL_PROPERTY
 from fixtures import mutants
 
 pytest_plugins = ("pytester",)
@@ -68,9 +69,11 @@ def run_suite(pytester: pytest.Pytester, impls: dict[str, str]) -> dict[str, dic
         if rep.when == "setup" and rep.skipped:
             reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
             reason = reason.removeprefix("Skipped: ")
+            # not applicable / not exercised / deviates: the capability is not declared
+            prefix = next((p for p in SKIP_PREFIXES if reason.startswith(p)), None)
             out[cid] = (
-                f"{NOT_APPL}: {reason.removeprefix(NOT_APPLICABLE)}"
-                if reason.startswith(NOT_APPLICABLE)
+                f"{NOT_APPL}: {reason.removeprefix(prefix).split(' ', 1)[0]}"
+                if prefix is not None
                 else f"skip: {reason}"
             )
         elif rep.failed:

@@ -15,10 +15,12 @@ from conformance.assertions import assert_close, assert_no_error
 from conformance.cases import main_case
 from conformance.corrector import SuiteStep, correct, model
 from conformance.harness import describe, run_loss
+from conformance.requirements import enforces
 
 PROP = "accumulation safety (backward per step)"
 
 
+@enforces("ACCUM-1", "CONV-HYGIENE-1")
 @pytest.mark.parametrize("n_steps", [1, 2, 4], ids=lambda n: f"steps-{n}")
 def check_backward_each_step(adapter: StepOutputLossAdapter, n_steps: int) -> None:
     case = main_case()

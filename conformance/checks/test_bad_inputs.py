@@ -12,6 +12,7 @@ from conformance.assertions import assert_raises_naming
 from conformance.cases import Option, main_case, pid
 from conformance.harness import describe, run_loss
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "bad-input errors"
 REG = RegularizationSpec("MSE", weight=0.7)
@@ -24,6 +25,7 @@ def _spec():  # noqa: ANN202
 MISSING = [Option("from-output", "output"), Option("from-target", "target")]
 
 
+@enforces("INPUT-1")
 @requires(Capability.BAD_INPUT_VALIDATION)
 @pytest.mark.parametrize("where", MISSING, ids=pid)
 def check_missing_loss_variable_is_named(adapter: StepOutputLossAdapter, where: Option) -> None:
@@ -40,6 +42,7 @@ def check_missing_loss_variable_is_named(adapter: StepOutputLossAdapter, where: 
     )
 
 
+@enforces("INPUT-1")
 @requires(Capability.BAD_INPUT_VALIDATION)
 def check_uncorrected_outside_output_is_named(adapter: StepOutputLossAdapter) -> None:
     """``uncorrected`` holds a variable that ``output`` lacks."""
@@ -58,6 +61,7 @@ def check_uncorrected_outside_output_is_named(adapter: StepOutputLossAdapter) ->
 SHAPES = [Option("uncorrected-ps", ("uncorrected", "ps")), Option("target-q2m", ("target", "q2m"))]
 
 
+@enforces("INPUT-1")
 @requires(Capability.BAD_INPUT_VALIDATION)
 @pytest.mark.parametrize("where", SHAPES, ids=pid)
 def check_shape_mismatch_is_named(adapter: StepOutputLossAdapter, where: Option) -> None:

@@ -15,12 +15,14 @@ from conformance.adapter import (
 from conformance.assertions import assert_no_error, assert_raises_naming
 from conformance.cases import Option, pid
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "corrector-loss config validation"
 PRE = PreCorrectorSpec(exclude_names_and_prefixes=("ps",), select_names=("q_1",))
 REG = RegularizationSpec("MSE", weight=0.5)
 
 
+@enforces("CONFIG-1")
 @requires(Capability.CORRECTOR_CONFIG)
 def check_both_none_rejected(adapter: StepOutputLossAdapter) -> None:
     assert_raises_naming(
@@ -40,6 +42,7 @@ REJECTED = [
 ]
 
 
+@enforces("CONFIG-2")
 @requires(Capability.REGULARIZATION_LOSS_TYPES)
 @pytest.mark.parametrize("reg", REJECTED, ids=pid)
 def check_rejects_regularization_loss_type(adapter: StepOutputLossAdapter, reg: Option) -> None:
@@ -61,6 +64,7 @@ VALID = [
 ]
 
 
+@enforces("COMPOSE-1")
 @requires(Capability.CORRECTOR_CONFIG)
 @pytest.mark.parametrize("features", VALID, ids=pid)
 def check_accepts_valid_configs(adapter: StepOutputLossAdapter, features: Option) -> None:

@@ -12,10 +12,12 @@ from conformance.assertions import assert_close, assert_no_error, assert_raises_
 from conformance.cases import Option, feature_combinations, pid
 from conformance.harness import describe, expected_training, training_setup
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "corrector_enabled build-time check"
 
 
+@enforces("ENABLED-1")
 @requires(Capability.STEPPER)
 @pytest.mark.parametrize("features", feature_combinations()[1:], ids=pid)
 def check_corrector_loss_needs_corrector(adapter: StepOutputLossAdapter, features: Option) -> None:
@@ -30,6 +32,7 @@ def check_corrector_loss_needs_corrector(adapter: StepOutputLossAdapter, feature
     )
 
 
+@enforces("DEFAULT-1")
 @requires(Capability.STEPPER)
 def check_no_corrector_loss_without_corrector_trains(adapter: StepOutputLossAdapter) -> None:
     spec, step, batch = training_setup(1, corrector_enabled=False)

@@ -15,6 +15,7 @@ from conformance.assertions import assert_close
 from conformance.cases import SPATIAL, Case, Option, ensemble_case, main_case, pid
 from conformance.harness import assert_main_loss, describe, run_loss
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "data mask"
 STEP = 1
@@ -33,6 +34,7 @@ def _mask(n_batch: int) -> torch.Tensor:
 FEATURES = [Option("precorrector", ((), None)), Option("regularization", (None, REG))]
 
 
+@enforces("MASK-1")
 @requires(Capability.DATA_MASK)
 @pytest.mark.parametrize("features", FEATURES, ids=pid)
 @pytest.mark.parametrize("case", [main_case(), ensemble_case()], ids=pid)

@@ -11,11 +11,13 @@ from conformance.adapter import StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_true
 from conformance.cases import Option, feature_combinations, main_case, pid
 from conformance.harness import describe, run_loss
+from conformance.requirements import enforces
 
 PROP = "total() decomposition"
 STEP = 1
 
 
+@enforces("TOTAL-1")
 @pytest.mark.parametrize("features", feature_combinations(), ids=pid)
 def check_total_is_main_plus_regularization(
     adapter: StepOutputLossAdapter, features: Option

@@ -48,6 +48,7 @@ from conformance.cases import MEANS, SPATIAL, STDS, Option, main_case, pid
 from conformance.corrector import SuiteStep, correct, model
 from conformance.harness import describe
 from conformance.plugin import requires
+from conformance.requirements import enforces
 from conformance.suite import impl_specs, item_impl, load_adapter
 
 PROP = "data-parallel training equals one process on the whole batch"
@@ -234,6 +235,7 @@ def expectations(config_id: str) -> tuple[Expected, list[Expected], Expected]:
     return whole, local, summed
 
 
+@enforces("DIST-1")
 @requires(Capability.DISTRIBUTED)
 @pytest.mark.parametrize("config", CONFIGURATIONS, ids=pid)
 def check_distributed_matches_single_process(

@@ -13,6 +13,7 @@ from conformance.assertions import assert_close
 from conformance.cases import WEIGHTED_MAIN, ensemble_case
 from conformance.harness import assert_main_loss, describe, run_loss
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "ensemble unfolding"
 STEP = 1
@@ -24,6 +25,7 @@ def _interleaved(x):  # noqa: ANN001, ANN202
     return x.reshape(2, n, *x.shape[1:]).transpose(0, 1).reshape(x.shape)
 
 
+@enforces("ENSEMBLE-1", "CONV-ENS-1")
 @requires(Capability.ENSEMBLE)
 def check_ensemble_members_grouped(adapter: StepOutputLossAdapter) -> None:
     case = ensemble_case()

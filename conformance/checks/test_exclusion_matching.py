@@ -14,6 +14,7 @@ from conformance.assertions import assert_raises_naming, fail
 from conformance.cases import Option, main_case, pid
 from conformance.harness import assert_main_loss, describe, run_loss
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "exclusion matching"
 STEP = 1
@@ -30,6 +31,7 @@ RULES = [
 ]
 
 
+@enforces("MATCH-1")
 @requires(Capability.EXCLUSION_MATCHER)
 @pytest.mark.parametrize("rule", RULES, ids=pid)
 def check_exclusion_keeps_corrected_value(adapter: StepOutputLossAdapter, rule: Option) -> None:
@@ -58,6 +60,7 @@ def _user_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
+@enforces("WARN-1")
 @requires(Capability.WARN_ONCE_UNMATCHED)
 def check_unmatched_entry_warns_once(adapter: StepOutputLossAdapter) -> None:
     """Step 0 corrects nothing (nothing to validate against yet); steps 1-3
@@ -89,6 +92,7 @@ def check_unmatched_entry_warns_once(adapter: StepOutputLossAdapter) -> None:
         )
 
 
+@enforces("WARN-2")
 def check_matched_entries_do_not_complain(adapter: StepOutputLossAdapter) -> None:
     """Entries that all match a corrected variable neither warn nor raise."""
     case = main_case()
@@ -108,6 +112,7 @@ def check_matched_entries_do_not_complain(adapter: StepOutputLossAdapter) -> Non
         fail(PROP, "matched entries warned", inputs, "no UserWarning", complaints)
 
 
+@enforces("RAISE-1")
 @requires(Capability.RAISE_ON_UNMATCHED)
 def check_unmatched_entry_raises(adapter: StepOutputLossAdapter) -> None:
     """An entry that matches no corrected variable is an error naming it

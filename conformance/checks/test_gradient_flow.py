@@ -15,6 +15,7 @@ from conformance.assertions import assert_close, assert_no_error
 from conformance.cases import Option, feature_combinations, main_case, pid
 from conformance.corrector import SuiteCorrector, correct
 from conformance.harness import describe, run_loss
+from conformance.requirements import enforces
 
 PROP = "gradient flow through the correction"
 STEP = 1
@@ -26,6 +27,7 @@ def gradient_tolerance(expected: torch.Tensor) -> dict[str, float]:
     return {"rtol": 1e-4, "atol": 1e-5 * float(expected.abs().max()) + 1e-9}
 
 
+@enforces("GRAD-1")
 @pytest.mark.parametrize("features", feature_combinations()[1:], ids=pid)
 def check_gradients_through_correction(adapter: StepOutputLossAdapter, features: Option) -> None:
     exclude, reg = features.value

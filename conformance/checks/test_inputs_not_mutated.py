@@ -11,10 +11,12 @@ from conformance.adapter import StepOutputLossAdapter
 from conformance.assertions import fail
 from conformance.cases import Option, feature_combinations, main_case, pid
 from conformance.harness import describe, run_loss
+from conformance.requirements import enforces
 
 PROP = "inputs not mutated"
 
 
+@enforces("ROLLOUT-1")
 @pytest.mark.parametrize("features", feature_combinations(), ids=pid)
 def check_inputs_not_mutated(adapter: StepOutputLossAdapter, features: Option) -> None:
     exclude, reg = features.value

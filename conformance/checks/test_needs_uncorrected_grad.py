@@ -10,10 +10,12 @@ from conformance.adapter import StepOutputLossAdapter
 from conformance.assertions import assert_true
 from conformance.cases import Option, feature_combinations, main_case, pid
 from conformance.harness import describe
+from conformance.requirements import enforces
 
 PROP = "needs_uncorrected_grad"
 
 
+@enforces("NEEDS-1")
 @pytest.mark.parametrize("features", feature_combinations(), ids=pid)
 def check_needs_uncorrected_grad(adapter: StepOutputLossAdapter, features: Option) -> None:
     exclude, reg = features.value

@@ -10,11 +10,13 @@ from conformance.adapter import StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_true
 from conformance.cases import MAIN_LOSS_OPTIONS, Case, Option, pid, standard_cases
 from conformance.harness import assert_main_loss, describe, run_loss
+from conformance.requirements import enforces
 
 PROP = "pass-through to the step loss"
 STEP = 3
 
 
+@enforces("PASS-1", "CONV-MAIN-1", "AREA-1", "CONV-AREA-1", "ENSEMBLE-1", "CONV-ENS-1")
 @pytest.mark.parametrize("main", MAIN_LOSS_OPTIONS, ids=pid)
 @pytest.mark.parametrize("case", standard_cases(), ids=pid)
 def check_pass_through_equals_step_loss(

@@ -23,6 +23,7 @@ from conformance.cases import (
     standard_cases,
 )
 from conformance.harness import describe, run_loss
+from conformance.requirements import enforces
 
 PROP = "corrector regularization penalty"
 MSE = RegularizationSpec("MSE", weight=0.7)
@@ -40,6 +41,7 @@ def _diluted(spec, output, uncorrected):  # noqa: ANN001, ANN202
     return spec.regularization.weight * torch.stack(list(per.values())).sum() / len(spec.names)
 
 
+@enforces("REG-1", "NORM-1", "REG-4", "ENSEMBLE-1")
 @pytest.mark.parametrize("reg", REGULARIZATION_OPTIONS, ids=pid)
 @pytest.mark.parametrize("case", standard_cases(), ids=pid)
 def check_penalty_closed_form(adapter: StepOutputLossAdapter, case: Case, reg: Option) -> None:
@@ -63,6 +65,7 @@ def check_penalty_closed_form(adapter: StepOutputLossAdapter, case: Case, reg: O
     )
 
 
+@enforces("REG-2")
 @pytest.mark.parametrize("case", [one_corrected_case(), main_case()], ids=pid)
 def check_penalty_corrected_channels_only(adapter: StepOutputLossAdapter, case: Case) -> None:
     """The mean runs over the corrected channels only: with ``n`` of 6
@@ -84,6 +87,7 @@ def check_penalty_corrected_channels_only(adapter: StepOutputLossAdapter, case: 
     )
 
 
+@enforces("REG-3")
 @pytest.mark.parametrize("step", [0, 3, 7], ids=lambda s: f"step-{s}")
 def check_penalty_has_no_step_decay(adapter: StepOutputLossAdapter, step: int) -> None:
     """The main loss decays with ``(1 + c*step)^-1/2``; the penalty does not."""
@@ -106,6 +110,7 @@ def check_penalty_has_no_step_decay(adapter: StepOutputLossAdapter, step: int) -
     )
 
 
+@enforces("REG-3")
 @pytest.mark.parametrize("weight", [0.1, 2.5], ids=lambda w: f"weight-{w}")
 def check_penalty_weight_scaling(adapter: StepOutputLossAdapter, weight: float) -> None:
     """The penalty is linear in ``weight``."""
@@ -130,6 +135,7 @@ def check_penalty_weight_scaling(adapter: StepOutputLossAdapter, weight: float) 
     )
 
 
+@enforces("CONV-ZERO-1")
 def check_penalty_zero_when_nothing_corrected(adapter: StepOutputLossAdapter) -> None:
     """Both features on, ``uncorrected`` empty: the penalty is a finite 0 and
     the main loss is the plain loss of ``output``."""

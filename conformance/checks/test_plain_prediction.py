@@ -8,10 +8,12 @@ from conformance.adapter import Capability, RegularizationSpec, StepOutputLossAd
 from conformance.assertions import fail
 from conformance.harness import describe, training_setup
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "plain prediction detaches uncorrected"
 
 
+@enforces("DETACH-1")
 @requires(Capability.STEPPER)
 def check_plain_prediction_detaches(adapter: StepOutputLossAdapter) -> None:
     spec, step, batch = training_setup(2, (), RegularizationSpec("MSE", weight=0.7))

@@ -20,6 +20,7 @@ from conformance import oracle
 from conformance.adapter import LossResult, StepOutputLossAdapter
 from conformance.assertions import assert_close
 from conformance.harness import assert_main_loss, describe, run_loss
+from conformance.requirements import enforces
 from conformance.strategies import PropertyCase, loss_cases, property_settings
 
 PROP = "agreement with the oracle on random inputs"
@@ -32,12 +33,14 @@ def _run(adapter: StepOutputLossAdapter, case: PropertyCase, step: int) -> LossR
         return run_loss(adapter.build_loss(case.spec), output, uncorrected, target, step)
 
 
+@enforces("SWAP-1", "MATCH-1", "REG-2", "TOTAL-1")
 def check_random_case_matches_oracle(adapter: StepOutputLossAdapter) -> None:
     """Swap (with the matcher's rules on tricky names), penalty and total
     against the oracle, for a random case."""
     given_data(_matches_oracle, adapter)
 
 
+@enforces("REG-3")
 def check_step_decay_touches_main_loss_only(adapter: StepOutputLossAdapter) -> None:
     """Between step 0 and step ``s`` the main loss scales by
     ``(1 + c*s)^-1/2`` and the penalty does not change at all."""

@@ -17,11 +17,13 @@ from conformance.cases import (
     standard_cases,
 )
 from conformance.harness import assert_main_loss, describe, run_loss
+from conformance.requirements import enforces
 
 PROP = "pre-corrector target swap"
 STEP = 2
 
 
+@enforces("SWAP-1", "CONV-MAIN-1", "AREA-1", "CONV-AREA-1", "ENSEMBLE-1", "CONV-ENS-1")
 @pytest.mark.parametrize("main", MAIN_LOSS_OPTIONS, ids=pid)
 @pytest.mark.parametrize("case", standard_cases(), ids=pid)
 def check_swap_uses_uncorrected(adapter: StepOutputLossAdapter, case: Case, main: Option) -> None:
@@ -41,6 +43,7 @@ PARTIAL = [
 ]
 
 
+@enforces("SWAP-1")
 @pytest.mark.parametrize("exclude", PARTIAL, ids=pid)
 def check_swap_partial(adapter: StepOutputLossAdapter, exclude: Option) -> None:
     """Explicit full names stay corrected (the same request in the exclusion

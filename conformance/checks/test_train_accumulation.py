@@ -12,11 +12,13 @@ from conformance.adapter import Capability, RegularizationSpec, StepOutputLossAd
 from conformance.assertions import assert_close, assert_no_error
 from conformance.harness import describe, expected_training, training_setup
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "training under gradient accumulation"
 REG = RegularizationSpec("MSE", weight=0.7)
 
 
+@enforces("ACCUM-2")
 @requires(Capability.STEPPER, Capability.GRADIENT_ACCUMULATION)
 @pytest.mark.parametrize("n_steps", [1, 2, 4], ids=lambda n: f"steps-{n}")
 def check_train_accumulation(adapter: StepOutputLossAdapter, n_steps: int) -> None:

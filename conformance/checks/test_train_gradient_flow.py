@@ -13,6 +13,7 @@ from conformance.assertions import assert_close, assert_no_error
 from conformance.cases import Option, feature_combinations, pid
 from conformance.harness import describe, expected_training, training_setup
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "training gradients through the correction"
 N_STEPS = 2
@@ -24,6 +25,7 @@ def gradient_tolerance(expected):  # noqa: ANN001, ANN201
     return {"rtol": 1e-3, "atol": 1e-5 * float(expected.abs().max()) + 1e-9}
 
 
+@enforces("GRAD-1")
 @requires(Capability.STEPPER)
 @pytest.mark.parametrize("features", feature_combinations(), ids=pid)
 def check_train_gradients(adapter: StepOutputLossAdapter, features: Option) -> None:

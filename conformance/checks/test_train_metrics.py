@@ -14,11 +14,13 @@ from conformance.assertions import assert_close, assert_no_error, fail
 from conformance.cases import Option, feature_combinations, pid
 from conformance.harness import describe, expected_training, training_setup
 from conformance.plugin import requires
+from conformance.requirements import enforces
 
 PROP = "training metric names and values"
 N_STEPS = 2
 
 
+@enforces("METRICS-1", "CONV-METRIC-1")
 @requires(Capability.STEPPER)
 @pytest.mark.parametrize("features", feature_combinations(), ids=pid)
 def check_train_metrics(adapter: StepOutputLossAdapter, features: Option) -> None:
