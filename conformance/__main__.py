@@ -14,6 +14,9 @@ for the checks that ran), 3 internal error, 4 usage error (one line, no
 traceback: a bad ``--impl``, an unreadable xfails file, a report path that
 cannot be written — all checked before anything runs), 5 no check ran.
 
+``python -m conformance diff OLD.json NEW.json`` compares two reports
+(:mod:`conformance.diff`): exit 0 no regression, 1 a regression, 4 usage error.
+
 Property checks run under the ``stepoutputloss-no-shrink`` hypothesis profile
 unless the extra arguments name a ``--hypothesis-profile``: a report needs
 each check's outcome, not a minimal falsifying example. For the minimal
@@ -68,8 +71,13 @@ def _check_xfails(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["diff"]:  # python -m conformance diff OLD.json NEW.json
+        from conformance.diff import main as diff_main
+
+        return diff_main(argv[1:])
     try:
-        return _main(sys.argv[1:] if argv is None else argv)
+        return _main(argv)
     except UsageError as err:
         print(f"python -m conformance: error: {err}", file=sys.stderr)
         return USAGE_ERROR
@@ -127,7 +135,7 @@ def run(
 
     from conformance.report import ReportCollector, build_report, to_json, to_markdown, to_text
     from conformance.strategies import NO_SHRINK
-    from conformance.suite import CHECKS_DIR, load_adapter
+    from conformance.suite import CHECKS_DIR, adapter_deviations, load_adapter
 
     try:
         adapter = load_adapter(impl)  # built once per process: the run reuses it
@@ -165,6 +173,7 @@ def run(
         version=adapter.version,
         adapter=impl,
         capabilities=[c.value for c in adapter.capabilities],
+        deviations=adapter_deviations(adapter),
     )
     if report_path is not None:
         report_path.write_text(to_markdown(report), encoding="utf-8")

@@ -33,10 +33,11 @@ registers its marker).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import pytest
@@ -548,6 +549,7 @@ def item_requirements(
     enforced: Iterable[str],
     required: Iterable[object],
     param_required: Iterable[object],
+    declared: Iterable[object] | None = None,
 ) -> tuple[list[str], list[str]]:
     """The requirements one check item exercises, and those to blame if it fails.
 
@@ -555,15 +557,18 @@ def item_requirements(
         enforced: the ids of the check function's ``@enforces``.
         required: every capability the item needs (markers and parameters).
         param_required: the capabilities its parameters alone need.
+        declared: for a check without parameters, the adapter's capabilities
+            (a property check draws its cases from them); None otherwise.
 
     A requirement tied to a capability counts only for items that need that
     capability (``check_pass_through[main-MSE]`` does not exercise
-    ``AREA-1``). A failure is blamed on the requirements its *parameters*
+    ``AREA-1``), or, for a check without parameters, when the adapter
+    declares it. A failure is blamed on the requirements its *parameters*
     bring in (``[main-AreaWeightedMSE]`` -> ``AREA-1``), if any, else on all
     of the item's; the report then clears a requirement that sibling items
     of the same check pass, while another blamed one remains.
     """
-    need = {_value(c) for c in required}
+    need = {_value(c) for c in required} | {_value(c) for c in declared or ()}
     from_params = {_value(c) for c in param_required}
     ids = [
         i for i in dict.fromkeys(enforced) if not BY_ID[i].capability or BY_ID[i].capability in need
@@ -610,6 +615,35 @@ def deviated_item(ids: Iterable[str], deviations: Mapping[str, str]) -> str | No
     if ids and all(i in deviations for i in ids):
         return "; ".join(f"{i}: {deviations[i]}" for i in ids)
     return None
+
+
+BREAKS = "breaks: "
+"""The line a failure message carries to name the requirement(s) it broke."""
+
+
+@contextlib.contextmanager
+def breaking(*ids: str) -> Iterator[None]:
+    """``with breaking("REG-2"): assert_close(...)``: a failure inside names
+    the requirement(s) it breaks (a ``breaks: REG-2`` line the report reads),
+    for a check that enforces several requirements with separate assertions."""
+    bad = unknown_ids(ids)
+    if bad or not ids:
+        raise ValueError(f"breaking: unknown or no requirement id(s) {bad or list(ids)}")
+    try:
+        yield
+    except AssertionError as err:
+        if BREAKS in str(err):
+            raise
+        raise AssertionError(f"{err}\n{BREAKS}{', '.join(ids)}") from err
+
+
+def broken_ids(message: str) -> list[str]:
+    """The ids of the ``breaks:`` line of a failure message (none: ``[]``)."""
+    for line in message.splitlines():
+        line = line.strip()
+        if line.startswith(BREAKS):
+            return [i.strip() for i in line[len(BREAKS) :].split(",") if i.strip() in BY_ID]
+    return []
 
 
 def validate_deviations(deviations: object) -> dict[str, str]:

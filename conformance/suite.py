@@ -280,7 +280,12 @@ def requirement_ids(item: pytest.Item) -> tuple[list[str], list[str]]:
     """The requirements an item exercises and those to blame if it fails
     (see :func:`conformance.requirements.item_requirements`)."""
     enforced = [i for mark in item.iter_markers(ENFORCES_MARKER) for i in mark.args]
-    return item_requirements(enforced, required_capabilities(item), param_capabilities(item))
+    callspec = getattr(item, "callspec", None)
+    parametrized = callspec is not None and any(k != IMPL_PARAM for k in callspec.params)
+    declared = None if parametrized else get_adapter(item.config, item_impl(item)).capabilities
+    return item_requirements(
+        enforced, required_capabilities(item), param_capabilities(item), declared
+    )
 
 
 CHECK_PROPERTY = "stepoutputloss_check"

@@ -14,12 +14,13 @@ from snapshot_ext import SNAPSHOT_ROOT, NumericJSONSnapshot
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from conformance.__main__ import main
-from conformance.report import SCHEMA, SCHEMA_VERSION
+from conformance.report import OUTCOMES, SCHEMA, SCHEMA_VERSION
 
 IMPLS = {
     "reference": "conformance.adapters.reference:make_adapter",
     "mutant-penalty-all-channels": "fixtures.mutants.penalty_all_channels:make_adapter",
     "mutant-exclusions-ignored": "fixtures.mutants.exclusions_ignored:make_adapter",
+    "variant": "fixtures.variant.adapter:make_adapter",
 }
 
 
@@ -55,7 +56,7 @@ def test_report_matches_committed_example(reports, label, snapshot):
 
 
 def test_report_schema_and_exit_codes(reports):
-    outcomes = {"passed", "failed", "not_applicable", "xfailed", "skipped"}
+    outcomes = set(OUTCOMES)
     for label, (code, report, markdown) in reports.items():
         assert report["schema"] == SCHEMA and report["schema_version"] == SCHEMA_VERSION
         assert set(report) == {
@@ -64,6 +65,7 @@ def test_report_schema_and_exit_codes(reports):
             "implementation",
             "environment",
             "summary",
+            "design",
             "checks",
         }
         assert report["implementation"]["adapter"] == IMPLS[label]
@@ -90,6 +92,43 @@ def test_mutant_reports_name_the_broken_property(reports):
     ignored = reports["mutant-exclusions-ignored"][1]
     modules = {c["module"] for c in ignored["checks"] if c["outcome"] == "failed"}
     assert "test_exclusion_matching.py" in modules
+
+
+def test_design_conformance(reports):
+    """Every requirement has one design outcome; the reference holds every
+    #1273 requirement; the mutants' failures name the requirement they broke;
+    the variant's deviations are reported as deviations, in its own words."""
+    from conformance.requirements import REQUIREMENTS
+
+    for _, (_, report, markdown) in reports.items():
+        assert [d["id"] for d in report["design"]] == [r.id for r in REQUIREMENTS]
+        assert "## Design conformance" in markdown
+        for c in report["checks"]:
+            assert c["requirements"], c  # every check exercises some requirement
+            assert bool(c["broke"]) == (c["outcome"] in ("failed", "xfailed")), c
+            assert set(c["broke"]) <= set(c["requirements"]), c
+    ref = {d["id"]: d for d in reports["reference"][1]["design"]}
+    assert all(d["outcome"] == "holds" for d in ref.values() if d["kind"] != "optional"), {
+        i: d for i, d in ref.items() if d["outcome"] != "holds"
+    }
+    assert ref["RAISE-1"]["outcome"] == "not_applicable"  # an optional extra it lacks
+    diluted = {d["id"]: d for d in reports["mutant-penalty-all-channels"][1]["design"]}
+    assert diluted["REG-2"]["outcome"] == "broken"
+    assert diluted["SWAP-1"]["outcome"] == "holds"
+    assert diluted["DIST-1"]["outcome"] == "not_exercised"  # a hook it does not declare
+    ignored = {d["id"]: d for d in reports["mutant-exclusions-ignored"][1]["design"]}
+    assert ignored["MATCH-1"]["outcome"] == "broken"
+    variant = reports["variant"][1]
+    deviations = variant["implementation"]["deviations"]
+    assert set(deviations) == {"MATCH-1", "WARN-1", "REG-4", "CONFIG-2"}
+    design = {d["id"]: d for d in variant["design"]}
+    for rid, reason in deviations.items():
+        assert design[rid]["outcome"] == "deviates" and design[rid]["detail"] == reason
+    assert not [d for d in variant["design"] if d["outcome"] == "broken"]
+    assert variant["summary"]["failed"] == 0 and variant["summary"]["deviates"] > 0
+    assert variant["summary"]["not_applicable"] == sum(
+        c["outcome"] == "not_applicable" for c in variant["checks"]
+    )
 
 
 def test_xfails_file_is_reported(tmp_path):
