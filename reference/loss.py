@@ -585,14 +585,18 @@ class StepOutputLoss:
                     f"({list(names)}); the corrector features cannot use it. Add it "
                     "to the loss variables (normalizer) or stop correcting it."
                 )
+        n_ensemble = self.n_ensemble
         for name in names:
             pred, tgt = output[name], target_step[name]
             try:  # O(1): a float tensor each (int, bool, complex, numpy fail here)
                 floats = pred.dtype.is_floating_point and tgt.dtype.is_floating_point
+                shape, target_shape = pred.shape, tgt.shape
             except AttributeError:
                 floats = False
             if not floats:
                 self._diagnose_failure(step_output, target_step, None, None)
+            elif n_ensemble == 1 and shape == target_shape and shape:
+                continue  # the common case, no tuple built
             if pred.ndim == 0 or pred.shape[0] % self.n_ensemble != 0:
                 raise StepOutputLossInputError(
                     f"step_output.output[{name!r}] has leading dimension "
