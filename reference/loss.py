@@ -460,7 +460,9 @@ class StepOutputLoss:
                 are in the model's output before the corrector
                 (``uncorrected``), after it (``output``), in the target, or in
                 none of them (an overflow, e.g. in float16). With loss type
-                ``NaN`` the main loss is NaN by design and is not diagnosed.
+                ``NaN`` the main loss is NaN by design and is not diagnosed;
+                non-finite values at points where ``data_mask`` is False do
+                not reach the loss and are not reported.
 
         Validation is O(1) per variable (keys, shapes); tensors are scanned
         only after an operation failed or the loss came out non-finite.

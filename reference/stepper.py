@@ -435,6 +435,17 @@ class TrainStepper:
                 module docstring.
             data_mask: optional per-variable masks (True = valid),
                 broadcastable to ``(n_batch, *spatial)``.
+
+        Raises:
+            BatchError: a batch that does not fit the step (a missing
+                variable, a non-float or non-tensor value, mismatched shapes,
+                no time dimension, or the step failing inside torch on it).
+            StepModuleError: the step's module returned the wrong channels.
+            NonFiniteLossInputError: a step's loss came out NaN or infinite;
+                names the batch variable when the initial condition or a
+                forcing was already non-finite, else what the loss found.
+            StepOutputLossInputError: other bad input to the loss (e.g. the
+                data mask), see ``StepOutputLoss.__call__``.
         """
         n_local, n_forward_steps = self._validate_batch(data)
         distributed = self.distributed
