@@ -52,12 +52,56 @@ Definitions the checks test (closed form, computed by the suite in float64):
   weights; ``MSE`` is the mean of squares (not its root), ``L1`` the mean of
   absolute values.
 - ``total == main_total + regularization`` (``main_total`` without it).
+
+**Contract conventions.** Where #1273 leaves a point open, the suite either
+accepts every reasonable reading or fixes one here, labelled as a convention
+(requirement ids ``CONV-*`` of ``docs/requirements.md``):
+
+- ``CONV-MAIN-1`` the main-loss formula above: the weight ``w_k`` multiplies
+  the normalized prediction and target *inside* the loss, not the loss.
+- ``CONV-AREA-1`` ``AreaWeightedMSE`` with area weights ``a`` of shape
+  ``(n_lat, n_lon)``: per channel, per sample (and member),
+  ``sum_ij a_ij (p - y)_ij**2 / sum_ij a_ij`` (weights normalized by their
+  sum), then the mean over samples (and members).
+- ``CONV-ENS-1`` with ``n_ensemble = m > 1``: ``MSE`` / ``L1`` compare each
+  member with its sample's target, then average over members and samples;
+  ``EnsembleLoss`` is the fair CRPS, per point
+  ``mean_i |x_i - y| - sum_{i != j} |x_i - x_j| / (2 m (m - 1))``, then the
+  mean over points and samples. The penalty with an ensemble is the same
+  mean over every member's corrections.
+- ``CONV-ZERO-1`` regularization configured but nothing corrected
+  (``uncorrected`` empty): ``LossResult.regularization`` is a finite 0-d
+  ``0.0``, not None (None means regularization is off).
+- ``CONV-METRIC-1`` the batch metric ``corrector_regularization`` is the *sum*
+  of the per-step penalties (see :class:`TrainOutcome`).
+- ``CONV-HYGIENE-1`` per-call graph hygiene: each call builds its autograd
+  graph from its own inputs only; a call's ``total`` can be backwarded after
+  later calls (and once per call), and no call keeps an earlier call's graph
+  alive (what gradient accumulation needs: backward per step).
+- ``MASK-1`` (with :attr:`Capability.DATA_MASK`): masked points contribute 0
+  to the main loss *and* to the penalty and stay in the mean's denominator.
+
+Open readings the suite accepts both of: warn-once of unmatched exclusion
+entries may be one warning listing them all or one warning per entry
+(:attr:`Capability.WARN_ONCE_UNMATCHED`).
+
+**Deviations.** An implementation that deliberately replaces a #1273
+requirement with its own design (opt-in selection instead of exclusions,
+raising instead of warning once, an ``L1``/``L2``-only penalty...) says so in
+its adapter's ``deviations``: ``{requirement id: one-line reason}``, only for
+requirements of kind ``seed-deviable`` (``docs/requirements.md``), and not
+together with the capability that would exercise the requirement. The report
+shows these requirements as "deviates" with the reason, never as passing or
+not applicable; checks that would exercise them are skipped with
+``deviates: ...``. An unknown id, a requirement that cannot be deviated from,
+or an empty reason is a usage error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -85,9 +129,12 @@ class Capability(str, enum.Enum):
     :class:`PreCorrectorSpec` (explicit names only)."""
 
     WARN_ONCE_UNMATCHED = "warn-once-unmatched"
-    """An exclusion entry that matches no corrected variable triggers exactly
-    one ``UserWarning`` (naming the entry) over the life of the loss object, on
-    the first step with corrections; the loss still computes."""
+    """Exclusion entries that match no corrected variable are reported by
+    ``UserWarning``: over the life of the loss object each unmatched entry is
+    named (as a whole token) by exactly one warning, emitted on the first step
+    with corrections -- one warning listing them all, or one per entry, both
+    are fine; nothing after that step; an entry that matches is never named;
+    the loss still computes."""
 
     RAISE_ON_UNMATCHED = "raise-on-unmatched"
     """An entry that matches no corrected variable is an error (an
@@ -387,6 +434,41 @@ class TrainOutcome:
     gradients: Mapping[str, torch.Tensor | None]
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class PredictedStep:
+    """One step of plain prediction, *as the implementation returns it*
+    (physical units, each ``(n_batch, *spatial)``).
+
+    Attributes:
+        output: the corrected values.
+        uncorrected: the pre-correction values, for an implementation that
+            carries them; else None.
+        deltas: the corrections ``output - uncorrected``, for an
+            implementation that carries deltas; else None.
+
+    Exactly one of ``uncorrected`` and ``deltas`` is given: the tensors the
+    implementation itself returns (never derived by the adapter, e.g. as
+    ``output - delta``: ``output`` may legitimately be on the graph, and a
+    derived tensor would inherit that).
+    """
+
+    output: Mapping[str, torch.Tensor]
+    uncorrected: Mapping[str, torch.Tensor] | None = None
+    deltas: Mapping[str, torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.uncorrected is None) == (self.deltas is None):
+            raise ValueError("PredictedStep: give exactly one of uncorrected= and deltas=")
+
+    @property
+    def pre_correction(self) -> tuple[str, Mapping[str, torch.Tensor]]:
+        """``("uncorrected" | "deltas", the mapping)``."""
+        if self.uncorrected is not None:
+            return "uncorrected", self.uncorrected
+        assert self.deltas is not None
+        return "deltas", self.deltas
+
+
 class StepperUnderTest(Protocol):
     """A built train stepper (:attr:`Capability.STEPPER`)."""
 
@@ -396,9 +478,11 @@ class StepperUnderTest(Protocol):
 
     def predict(
         self, batch: Batch
-    ) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    ) -> Sequence[PredictedStep | tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
         """Plain (inference) prediction over ``batch.targets``' length: each
-        step's ``(output, uncorrected)`` as the stepper exposes them."""
+        step as the stepper exposes it, a :class:`PredictedStep` (or, for an
+        implementation that carries ``uncorrected``, an ``(output,
+        uncorrected)`` pair)."""
         ...
 
 
@@ -410,6 +494,10 @@ class StepOutputLossAdapter(Protocol):
         name: the implementation's name (shown in reports).
         version: its version string.
         capabilities: the optional behaviour it supports.
+        deviations: optional, ``{requirement id: one-line reason}``: the
+            ``seed-deviable`` requirements of #1273 the implementation
+            deliberately replaces with its own design (see the module
+            docstring). Absent or empty: none.
     """
 
     name: str
@@ -470,6 +558,7 @@ class AdapterBase:
     name: str = "unnamed"
     version: str = "0"
     capabilities: frozenset[Capability] = frozenset()
+    deviations: Mapping[str, str] = types.MappingProxyType({})
 
     def build_loss(self, spec: LossSpec) -> LossUnderTest:
         raise NotImplementedError
