@@ -2,15 +2,17 @@
 write the conformance report.
 
     python -m conformance [--impl pkg.module:make_adapter] \\
-        [--xfails known_failures.txt] [--report report.md] [--json report.json] \\
+        [--xfails known_failures.txt] [--strict-xfails] [--report report.md] \\
+        [--json report.json] [--timeout SECONDS] [--device DEVICE] \\
         [-- extra pytest arguments]
 
 Without ``--impl`` it checks the reference (the embedded default,
 ``conformance.adapters.reference:make_adapter``) and says so in its first line.
 Prints the report (per property module, then every check that did not pass,
 then the summary line). Exit codes follow pytest's: 0 every check passed or is
-not applicable, 1 a check failed, 2 interrupted (the report is still written
-for the checks that ran), 3 internal error, 4 usage error (one line, no
+not applicable, 1 a check failed (or, with ``--strict-xfails``, an xfails
+entry matches no check), 2 interrupted (Ctrl-C or SIGTERM: the report is
+still written for the checks that ran), 3 internal error, 4 usage error (one line, no
 traceback: a bad ``--impl``, an unreadable xfails file, a report path that
 cannot be written — all checked before anything runs), 5 no check ran.
 
@@ -26,11 +28,15 @@ example of a failing property, run that check with pytest directly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -93,6 +99,22 @@ def _main(argv: list[str]) -> int:
         help=f"module:factory of the implementation's adapter (default: the reference, {DEFAULT_IMPL})",
     )
     parser.add_argument("--xfails", default=None, help="known-failures file (strict xfails)")
+    parser.add_argument(
+        "--strict-xfails",
+        action="store_true",
+        help="fail the run when an xfails entry matches no check of the suite",
+    )
+    parser.add_argument(
+        "--timeout",
+        default=None,
+        metavar="SECONDS",
+        help="wall-clock limit of one check, enforced on the adapter's calls (default 300)",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device of the loss-level checks' tensors (default cpu)",
+    )
     parser.add_argument("--report", default=None, help="write the Markdown report here")
     parser.add_argument("--json", default=None, help="write the JSON report here")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
@@ -112,16 +134,52 @@ def _main(argv: list[str]) -> int:
             "name yours with --impl pkg.module:make_adapter)",
             flush=True,
         )
+    from conformance.plugin import DEVICE_OPTION, STRICT_XFAILS_OPTION, TIMEOUT_OPTION
+
+    extra = list(args.pytest_args)
+    if args.strict_xfails:
+        extra.append(STRICT_XFAILS_OPTION)
+    if args.timeout is not None:
+        extra += [TIMEOUT_OPTION, args.timeout]
+    if args.device is not None:
+        extra += [DEVICE_OPTION, args.device]
     if os.environ.get(HYPOTHESIS_STORAGE):  # the user asked for a place: use it
-        return run(impl, args.xfails, args.pytest_args, report_path, json_path)
+        return run(impl, args.xfails, extra, report_path, json_path)
     # otherwise hypothesis's files (.hypothesis/) go to a temporary directory,
     # not the user's working directory
     with tempfile.TemporaryDirectory(prefix="stepoutputloss-hypothesis-") as storage:
         os.environ[HYPOTHESIS_STORAGE] = storage
         try:
-            return run(impl, args.xfails, args.pytest_args, report_path, json_path)
+            return run(impl, args.xfails, extra, report_path, json_path)
         finally:
             del os.environ[HYPOTHESIS_STORAGE]
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, ``kill``) interrupts the run like Ctrl-C,
+    so the report of the checks that ran is still written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Session:
+    """Keeps the session's config, to read what the suite learned after the run."""
+
+    config: pytest.Config | None = None
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        self.config = config
 
 
 def run(
@@ -135,7 +193,7 @@ def run(
 
     from conformance.report import ReportCollector, build_report, to_json, to_markdown, to_text
     from conformance.strategies import NO_SHRINK
-    from conformance.suite import CHECKS_DIR, adapter_deviations, load_adapter
+    from conformance.suite import CHECKS_DIR, adapter_deviations, load_adapter, unmatched_xfails
 
     try:
         adapter = load_adapter(impl)  # built once per process: the run reuses it
@@ -157,10 +215,15 @@ def run(
     if not any(a.startswith("--hypothesis-profile") for a in extra):
         pytest_args += ["--hypothesis-profile", NO_SHRINK]
     profile = settings.get_current_profile_name()
+    session = _Session()
     try:
-        code = pytest.ExitCode(pytest.main(pytest_args + list(extra), plugins=[collector]))
+        with _sigterm_interrupts():
+            code = pytest.ExitCode(
+                pytest.main(pytest_args + list(extra), plugins=[collector, session])
+            )
     finally:  # --hypothesis-profile loads a profile globally; restore the caller's
         settings.load_profile(profile)
+    unmatched = [] if session.config is None else unmatched_xfails(session.config)
     if code not in (
         pytest.ExitCode.OK,
         pytest.ExitCode.TESTS_FAILED,
@@ -174,6 +237,7 @@ def run(
         adapter=impl,
         capabilities=[c.value for c in adapter.capabilities],
         deviations=adapter_deviations(adapter),
+        xfails_unmatched=unmatched,
     )
     if report_path is not None:
         report_path.write_text(to_markdown(report), encoding="utf-8")
@@ -184,6 +248,10 @@ def run(
         print("interrupted: the report covers the checks that ran", file=sys.stderr)
         return int(code)
     if report["summary"]["failed"] or code == pytest.ExitCode.TESTS_FAILED:
+        if unmatched and not report["summary"]["failed"]:
+            print(
+                f"xfails entries matching no check (--strict-xfails): {unmatched}", file=sys.stderr
+            )
         return int(pytest.ExitCode.TESTS_FAILED)
     if report["summary"]["total"] == 0:
         print("no check ran: nothing was verified", file=sys.stderr)

@@ -28,6 +28,19 @@ to an adapter is defined in this file, in neutral terms:
   reports back, again in neutral terms; losses are in **loss-normalized**
   units (``(x - mean) / std`` of the case's normalizer).
 
+What the suite hands an adapter is its own: specs, steps and batches are
+deep copies, and the tensor mappings of a loss call are the adapter's own
+``dict`` s holding the suite's tensors. They are read-only all the same: a
+change to any of them is reported and fails the check (the suite computes
+its expected values from its own copies, so they are never affected).
+Results are 0-d floating-point tensors **in the inputs' dtype** (float32 in
+every case of the suite; a convention: a float64 result would hide the
+float32 rounding the tolerances are set for) and on the inputs' device, kept
+on the autograd graph where the inputs are; a result that is not is named,
+with its dtype, shape or device. Every adapter call runs under the check's
+wall-clock limit (``--stepoutputloss-timeout``) and must leave global torch
+state (grad mode, default dtype, ...) as it found it.
+
 Optional behaviour is declared, never guessed: an adapter lists its
 :class:`Capability` values in ``capabilities``. A check that needs a capability
 the adapter does not declare is reported as skipped with the reason

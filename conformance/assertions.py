@@ -173,6 +173,8 @@ def assert_raises_naming(
                 f"{type(err).__name__}: {message}",
             )
         return err
+    except (KeyboardInterrupt, SystemExit):
+        raise  # Ctrl-C / a stopped run is not an answer of the implementation
     except BaseException as err:  # noqa: BLE001 - reported, not swallowed
         fail(
             prop,

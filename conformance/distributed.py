@@ -25,8 +25,15 @@ Design, for speed and safety:
   ``pg_timeout``. A job that errors on a rank, times out, or loses a rank
   tears the group down (processes terminated, then killed; the process group
   destroyed where the rank can still do it) and raises
-  :class:`RankFailure` naming the rank and its traceback; the next job
-  starts a fresh group. The ranks exit by themselves when this process dies.
+  :class:`RankFailure`; the next job starts a fresh group. The ranks exit
+  by themselves when this process dies.
+- **The right rank is blamed.** :class:`RankFailure`'s first line says
+  which rank failed and how, with each error's whole message (type and
+  text, on one line): a rank that raised, in the order the errors happened
+  (a rank waiting in a collective for a failed one fails later, with a
+  timeout); a rank that died, with its exit code; a rank that gave no
+  answer, with where it was (its Python stack, dumped by ``faulthandler``
+  on ``SIGUSR1`` where the platform has it). The tracebacks follow.
 - **Clean teardown.** :func:`shutdown` (also registered with ``atexit``)
   stops the ranks, which call ``destroy_process_group`` and exit.
 """
@@ -36,12 +43,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import faulthandler
 import importlib
 import io
 import os
 import queue
+import re
+import shutil
+import signal
 import socket
 import sys
+import sysconfig
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -57,10 +70,59 @@ START_TIMEOUT_S = 120.0  # first spawn: two interpreters importing torch on a lo
 JOB_TIMEOUT_S = 60.0
 PG_TIMEOUT_S = 30.0  # a rank blocked in a collective gives up after this
 _POLL_S = 0.5
+_GRACE_S = 2.0  # after a rank's error, how long the others get to answer
+_TIMED_OUT = re.compile(r"time[d ]?out", re.IGNORECASE)  # a collective gave up waiting
+
+
+def _in_collective(frame: str) -> bool:
+    """Whether a frame (``path:line in function``) is torch's distributed or
+    data-parallel code: the rank waits for another in a collective."""
+    path = frame.partition(":")[0]
+    return path.startswith(("torch/distributed/", "nn/parallel/", "distributed/"))
+
+
+def _main_thread(dump: str) -> str:
+    """The main thread's part of the last faulthandler dump of all threads:
+    the stack whose outermost frame is the process's ``<module>``."""
+    blocks: list[list[str]] = []
+    for line in dump.splitlines():
+        if line.startswith(("Thread 0x", "Current thread 0x")):
+            blocks.append([])
+        elif blocks:
+            blocks[-1].append(line)
+    mains = [b for b in blocks if b and b[-1].strip().endswith("in <module>")]
+    return "\n".join(mains[-1] if mains else blocks[-1] if blocks else [])
+
+
+def _innermost_frame(dump: str) -> str:
+    """``path:line in function`` of the innermost frame of a faulthandler
+    dump (most recent call first) outside Python's standard library (a wait
+    in ``threading`` says less than the code that waits), the path shortened
+    to its last 3 parts."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    frames = []
+    for line in dump.splitlines():
+        line = line.strip()
+        if line.startswith('File "'):
+            path, _, rest = line[len('File "') :].partition('"')
+            frames.append((path, rest.replace(", line ", ":", 1).rstrip()))
+    own = [f for f in frames if not f[0].startswith(stdlib) or "-packages" in f[0]]
+    for path, where in own[:1] or frames[:1]:
+        return "/".join(path.replace("\\", "/").split("/")[-3:]) + where
+    return ""
 
 
 class RankFailure(RuntimeError):
-    """A rank raised, died or timed out; the message says which and why."""
+    """A rank raised, died or timed out; the message says which and why.
+
+    Attributes:
+        summary: one line naming every failed rank and its whole error
+            message (the message's first line).
+    """
+
+    def __init__(self, summary: str, details: str = ""):
+        super().__init__(summary + ("\n" + details if details else ""))
+        self.summary = summary
 
 
 def is_available() -> bool:
@@ -86,6 +148,13 @@ def _from_bytes(data: bytes) -> Any:
     return torch.load(io.BytesIO(data), weights_only=False)
 
 
+def _error_payload() -> tuple[str, str, float]:
+    """``(one-line message, traceback, time)`` of the exception being handled."""
+    kind, value, _ = sys.exc_info()
+    message = "".join(traceback.format_exception_only(kind, value)).strip()
+    return " ".join(message.split()), traceback.format_exc(), time.time()
+
+
 def _rank_main(
     rank: int,
     world_size: int,
@@ -94,8 +163,13 @@ def _rank_main(
     jobs: Any,
     results: Any,
     pg_timeout_s: float,
+    stack_file: str | None = None,
 ) -> None:
     """A rank: join the group, then run jobs until told to stop or orphaned."""
+    if stack_file is not None and hasattr(signal, "SIGUSR1"):
+        # the parent asks a rank that gives no answer where it is
+        dump = open(stack_file, "w")  # noqa: SIM115 - open for the process's life
+        faulthandler.register(signal.SIGUSR1, file=dump, all_threads=True)
     torch.set_num_threads(1)  # two ranks and the parent share a small machine
     os.environ.update(
         RANK=str(rank),
@@ -115,7 +189,7 @@ def _rank_main(
             "gloo", store=store, rank=rank, world_size=world_size, timeout=timeout
         )
     except BaseException:  # noqa: BLE001 - reported to the parent
-        results.put((rank, -1, "error", traceback.format_exc()))
+        results.put((rank, -1, "error", _error_payload()))
         return
     results.put((rank, -1, "ok", b""))
     try:
@@ -137,7 +211,7 @@ def _rank_main(
                 args = _from_bytes(payload)
                 results.put((rank, job_id, "ok", _to_bytes(function(*args))))
             except BaseException:  # noqa: BLE001 - reported to the parent
-                results.put((rank, job_id, "error", traceback.format_exc()))
+                results.put((rank, job_id, "error", _error_payload()))
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
@@ -172,6 +246,10 @@ class RankPool:
             master_listen_fd=listener.fileno(),
         )
         listener.detach()  # the store's server owns (and closes) the socket now
+        self._stack_dir = tempfile.mkdtemp(prefix="conformance-ranks-")
+        self._stack_files = [
+            os.path.join(self._stack_dir, f"rank-{rank}.stack") for rank in range(world_size)
+        ]
         context = mp.get_context("spawn")
         self._results = context.Queue()
         self._jobs = [context.Queue() for _ in range(world_size)]
@@ -179,7 +257,11 @@ class RankPool:
             context.Process(
                 target=_rank_main,
                 args=(rank, world_size, self.port, os.getpid(), self._jobs[rank]),
-                kwargs={"results": self._results, "pg_timeout_s": pg_timeout_s},
+                kwargs={
+                    "results": self._results,
+                    "pg_timeout_s": pg_timeout_s,
+                    "stack_file": self._stack_files[rank],
+                },
                 daemon=True,
                 name=f"conformance-rank-{rank}",
             )
@@ -199,31 +281,27 @@ class RankPool:
         return not self.closed and all(p.is_alive() for p in self._processes)
 
     def _collect(self, job_id: int, timeout_s: float, what: str) -> list[Any]:
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
         got: dict[int, Any] = {}
-        errors: dict[int, str] = {}
+        errors: dict[int, tuple[str, str, float]] = {}
         while len(got) + len(errors) < self.world_size:
             remaining = deadline - time.monotonic()
-            dead = [r for r, p in enumerate(self._processes) if not p.is_alive()]
+            dead = {r for r, p in enumerate(self._processes) if not p.is_alive()}
             pending = set(range(self.world_size)) - set(got) - set(errors)
-            if remaining <= 0 or (dead and set(dead) & pending):
-                reasons = [f"rank {r} raised:\n{tb}" for r, tb in sorted(errors.items())]
-                reasons += [
-                    f"rank {r} died (exit code {self._processes[r].exitcode})"
-                    for r in sorted(set(dead) & pending)
-                ]
-                silent = sorted(pending - set(dead))
-                if remaining <= 0 and silent:
-                    reasons.append(
-                        f"ranks {silent} were still busy after the failure above (e.g. "
-                        "waiting in a collective for the failed rank) and were stopped"
-                        if errors
-                        else f"ranks {silent} gave no answer within {timeout_s:.0f} s"
-                    )
-                self.close(graceful=False)
-                raise RankFailure(
-                    f"{what} failed on the {self.world_size}-rank group:\n" + "\n".join(reasons)
+            if remaining <= 0 or dead & pending:
+                silent = sorted(pending - dead)
+                where = self._where(silent) if remaining <= 0 else {}
+                failure = self._failure(
+                    what,
+                    errors,
+                    sorted(dead & pending),
+                    silent if remaining <= 0 else [],
+                    where,
+                    time.monotonic() - started,
                 )
+                self.close(graceful=False)
+                raise failure
             try:
                 rank, rid, status, payload = self._results.get(timeout=min(remaining, _POLL_S))
             except queue.Empty:
@@ -236,16 +314,78 @@ class RankPool:
                 errors[rank] = payload
                 # the others may wait in a collective for the failed rank:
                 # give them a moment to fail too, not the whole timeout
-                deadline = min(deadline, time.monotonic() + 2.0)
+                deadline = min(deadline, time.monotonic() + _GRACE_S)
         if errors:
-            reasons = [f"rank {r} raised:\n{tb}" for r, tb in sorted(errors.items())]
+            failure = self._failure(what, errors, [], [], {}, time.monotonic() - started)
             # every rank answered: keep the group if a collective still works
             if job_id < 0 or not self._healthy():
                 self.close(graceful=False)
-            raise RankFailure(
-                f"{what} failed on the {self.world_size}-rank group:\n" + "\n".join(reasons)
-            )
+            raise failure
         return [got[r] for r in range(self.world_size)]
+
+    def _where(self, ranks: list[int]) -> dict[int, tuple[str, str]]:
+        """``rank -> (innermost frame, whole stack dump)`` of ranks that give
+        no answer (``faulthandler`` on ``SIGUSR1``; empty where unsupported)."""
+        if not ranks or not hasattr(signal, "SIGUSR1"):
+            return {}
+        for r in ranks:
+            pid = self._processes[r].pid
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGUSR1)
+        time.sleep(0.3)
+        out = {}
+        for r in ranks:
+            try:
+                with open(self._stack_files[r], encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            frame = _innermost_frame(_main_thread(text))
+            if frame:
+                out[r] = (frame, text.strip())
+        return out
+
+    def _failure(
+        self,
+        what: str,
+        errors: dict[int, tuple[str, str, float]],
+        dead: list[int],
+        silent: list[int],
+        where: dict[int, tuple[str, str]],
+        elapsed_s: float,
+    ) -> RankFailure:
+        """The failure: one line naming every failed rank with its whole
+        error message, then the tracebacks and stack dumps."""
+        by_time = sorted(errors, key=lambda r: errors[r][2])
+        # a rank waiting in a collective for one that hangs fails with a
+        # timeout: the hanging rank is the cause, so it is named first
+        waited = [r for r in by_time if silent and _TIMED_OUT.search(errors[r][0])]
+        first = [r for r in by_time if r not in waited]
+        parts = [f"rank {r} raised {errors[r][0]}" for r in first]
+        parts += [f"rank {r} died (exit code {self._processes[r].exitcode})" for r in dead]
+        # a silent rank whose innermost frame is torch's collective code is
+        # waiting for another rank: named after the ranks stuck elsewhere
+        in_collective = [r for r in silent if r in where and _in_collective(where[r][0])]
+        for r in [r for r in silent if r not in in_collective] + in_collective:
+            busy = (
+                f"rank {r} was still busy {_GRACE_S:g} s after that error (stopped)"
+                if first
+                else f"rank {r} gave no answer after {elapsed_s:.0f} s (stopped)"
+            )
+            if r in where:
+                busy += f", in {where[r][0]}"
+            if r in in_collective:
+                busy += " (waiting in a collective)"
+            parts.append(busy)
+        parts += [
+            f"rank {r} raised {errors[r][0]} (waiting for a rank that gave no answer)"
+            for r in waited
+        ]
+        summary = f"{what} failed on the {self.world_size}-rank group: " + "; ".join(parts)
+        details = [f"rank {r} traceback:\n{errors[r][1]}" for r in by_time]
+        details += [f"rank {r} stack when stopped:\n{where[r][1]}" for r in silent if r in where]
+        return RankFailure(summary, "\n".join(details))
 
     def _healthy(self) -> bool:
         """After a job that raised on every rank: whether one ``all_reduce``
@@ -298,6 +438,7 @@ class RankPool:
             q.close()
             q.join_thread()
         del self._store  # stops the rendezvous server, closing its socket
+        shutil.rmtree(self._stack_dir, ignore_errors=True)
 
 
 _pool: RankPool | None = None

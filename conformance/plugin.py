@@ -19,6 +19,9 @@ import pytest
 ENV_VAR = "STEPOUTPUTLOSS_IMPL"
 IMPL_OPTION = "--stepoutputloss-impl"
 XFAILS_OPTION = "--stepoutputloss-xfails"
+STRICT_XFAILS_OPTION = "--stepoutputloss-strict-xfails"
+TIMEOUT_OPTION = "--stepoutputloss-timeout"
+DEVICE_OPTION = "--stepoutputloss-device"
 REQUIRES_MARKER = "stepoutputloss_requires"
 ENFORCES_MARKER = "stepoutputloss_enforces"
 SUITE_PLUGIN = "conformance.suite"
@@ -47,6 +50,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FILE",
         help="known failures of the implementation: lines '<check id>  # <reason>' (strict xfail)",
     )
+    group.addoption(
+        STRICT_XFAILS_OPTION,
+        action="store_true",
+        default=None,
+        help="fail the run when an entry of the xfails file matches no check of the suite",
+    )
+    group.addoption(
+        TIMEOUT_OPTION,
+        default=None,
+        metavar="SECONDS",
+        help=(
+            "wall-clock limit of one check, enforced on the adapter's calls (default 300); "
+            "the distributed group's jobs are bounded by it too"
+        ),
+    )
+    group.addoption(
+        DEVICE_OPTION,
+        default=None,
+        metavar="DEVICE",
+        help="run the loss-level checks with every tensor on this torch device (default: cpu)",
+    )
 
 
 def activate(config: pytest.Config) -> None:
@@ -71,5 +95,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # before hypothesis's own pytest_configure loads --hypothesis-profile
     if config.getoption("hypothesis_profile", None) in SUITE_PROFILES:
         import conformance.strategies  # noqa: F401  (registers the profiles)
-    if config.getoption(IMPL_OPTION) or config.getoption(XFAILS_OPTION):
+    if any(
+        config.getoption(option) is not None
+        for option in (
+            IMPL_OPTION,
+            XFAILS_OPTION,
+            STRICT_XFAILS_OPTION,
+            TIMEOUT_OPTION,
+            DEVICE_OPTION,
+        )
+    ):
         activate(config)

@@ -25,6 +25,7 @@ JSON schema (``schema_version`` 2)::
          "checks": {outcome: int, ...},                        # its checks' outcomes (nonzero)
          "detail": str}                                        # see below
       ],
+      "xfails_unmatched": [str, ...],  # only when some xfails entry matches no check (sorted)
       "checks": [                                              # sorted by id
         {"id": "test_penalty.py::check_penalty_closed_form[...]",  # stable check id
          "module": "test_penalty.py",                          # the property
@@ -165,7 +166,7 @@ def _failure_line(report: pytest.TestReport) -> str:
         detail = fields["problem"]
         if "diagnosis" in fields:
             detail += f" ({fields['diagnosis']})"
-        return detail[:300]
+        return detail  # whole: the reason may come late in the line
     return _first_line(message)
 
 
@@ -295,6 +296,7 @@ def build_report(
     adapter: str,
     capabilities: Iterable[str],
     deviations: Mapping[str, str] | None = None,
+    xfails_unmatched: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The JSON-ready report (see the module docstring for the schema)."""
     import torch
@@ -305,7 +307,7 @@ def build_report(
     summary = {"total": len(checks), **{o: 0 for o in OUTCOMES}}
     for c in checks:
         summary[c.outcome] += 1
-    return {
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "implementation": {
@@ -322,6 +324,10 @@ def build_report(
             {k: v for k, v in dataclasses.asdict(c).items() if k != "blame"} for c in checks
         ],
     }
+    unmatched = sorted(xfails_unmatched)
+    if unmatched:
+        report["xfails_unmatched"] = unmatched
+    return report
 
 
 def _brief(counts: Mapping[str, int]) -> str:
@@ -379,6 +385,8 @@ def to_text(report: dict[str, Any]) -> str:
         for d in not_holding:
             lines.append(f"  {d['outcome'].replace('_', ' '):<14} {d['id']}: {d['detail']}")
     lines.append(design_line(report))
+    if report.get("xfails_unmatched"):
+        lines.append(f"xfails entries matching no check: {report['xfails_unmatched']}")
     lines.append(summary_line(report))
     return "\n".join(lines)
 
@@ -409,6 +417,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- torch {env['torch']}, Python {env['python']}",
         f"- **{summary_line(report)}**",
         f"- **{design_line(report)}**",
+    ]
+    if report.get("xfails_unmatched"):
+        unmatched = ", ".join(f"`{_cell(e)}`" for e in report["xfails_unmatched"])
+        lines.append(f"- xfails entries matching no check: {unmatched}")
+    lines += [
         "",
         "## Design conformance",
         "",

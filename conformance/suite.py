@@ -15,12 +15,28 @@ plugin (:mod:`conformance.plugin`) when the suite is used.
   with the reason ``not applicable: <capability>``.
 - Several implementations, comma-separated, run in one session: every check
   is parametrized by ``impl=<module:factory>`` (the mutation matrix uses it).
+- ``--stepoutputloss-strict-xfails``: an xfails entry that matches no check
+  of the suite fails the run (without it, such entries are listed in the
+  terminal summary and the report).
+- ``--stepoutputloss-timeout SECONDS`` (default 300): every check's
+  wall-clock limit, enforced on the adapter's calls (:mod:`conformance.guard`);
+  the distributed group's job is bounded by it too.
+- ``--stepoutputloss-device DEVICE`` (default ``cpu``): the loss-level checks
+  hand the adapter every tensor on ``DEVICE``.
+
+Harness integrity: the checks hold the adapter through
+:class:`conformance.isolation.GuardedAdapter` (copies of everything handed
+over, mutation detection, result validation) and every check runs inside a
+:class:`conformance.guard.CheckGuard` (global torch state restored and
+leaks failing the check, the time bound). A guard incident fails the check's
+report whatever the check itself made of it.
 
 It only acts on the suite's own checks (``conformance/checks``).
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import importlib
 import os
@@ -30,8 +46,19 @@ from pathlib import Path
 
 import pytest
 
+from conformance import guard
 from conformance.adapter import AdapterBase, Capability, StepOutputLossAdapter
-from conformance.plugin import ENFORCES_MARKER, ENV_VAR, IMPL_OPTION, REQUIRES_MARKER, XFAILS_OPTION
+from conformance.isolation import GuardedAdapter
+from conformance.plugin import (
+    DEVICE_OPTION,
+    ENFORCES_MARKER,
+    ENV_VAR,
+    IMPL_OPTION,
+    REQUIRES_MARKER,
+    STRICT_XFAILS_OPTION,
+    TIMEOUT_OPTION,
+    XFAILS_OPTION,
+)
 from conformance.requirements import (
     DEVIATES,
     REQUIREMENT_OF_CAPABILITY,
@@ -52,6 +79,8 @@ CHECKS_DIR = (Path(__file__).parent / "checks").resolve()
 _adapters_key = pytest.StashKey["dict[str, StepOutputLossAdapter]"]()
 _xfails_key = pytest.StashKey["dict[str, str]"]()
 _used_xfails_key = pytest.StashKey["set[str]"]()
+_unmatched_key = pytest.StashKey["set[str]"]()
+_guarded_key = pytest.StashKey["dict[str, GuardedAdapter]"]()
 
 
 # ------------------------------------------------------------------ adapter
@@ -202,10 +231,58 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
+def timeout_s(config: pytest.Config) -> float:
+    """``--stepoutputloss-timeout`` in seconds (default
+    :data:`conformance.guard.DEFAULT_TIMEOUT_S`); anything but a positive
+    number is a usage error."""
+    raw = config.getoption(TIMEOUT_OPTION)
+    if raw is None:
+        return guard.DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise pytest.UsageError(
+            f"{TIMEOUT_OPTION} must be a positive number of seconds, got {raw!r}."
+        )
+    return value
+
+
+def device(config: pytest.Config) -> str:
+    """``--stepoutputloss-device`` (default ``cpu``), checked: a usage error
+    names a device torch does not know or cannot use here."""
+    import torch
+
+    raw = config.getoption(DEVICE_OPTION) or "cpu"
+    try:
+        parsed = torch.device(raw)
+    except (RuntimeError, ValueError) as err:
+        raise pytest.UsageError(
+            f"{DEVICE_OPTION} {raw!r} is not a torch device ({err}); e.g. cpu, cuda, cuda:1."
+        ) from err
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(
+            f"{DEVICE_OPTION} {raw!r}: CUDA is not available in this torch build or machine."
+        )
+    try:
+        torch.zeros(1, device=parsed)
+    except Exception as err:  # noqa: BLE001 - any failure means the device is unusable
+        raise pytest.UsageError(f"{DEVICE_OPTION} {raw!r} cannot be used: {err}") from err
+    return raw
+
+
 @pytest.fixture(scope="session")
 def stepoutputloss_adapter(request: pytest.FixtureRequest) -> StepOutputLossAdapter:
-    """The adapter under test (see ``conformance.adapter``)."""
-    return get_adapter(request.config, getattr(request, "param", None))
+    """The adapter under test (see ``conformance.adapter``), behind the
+    suite's isolation proxy (:class:`conformance.isolation.GuardedAdapter`)."""
+    config = request.config
+    spec = getattr(request, "param", None)
+    key = spec or impl_specs(config)[0]
+    guarded = config.stash.setdefault(_guarded_key, {})
+    if key not in guarded:
+        guarded[key] = GuardedAdapter(get_adapter(config, spec), device(config))
+    return guarded[key]  # type: ignore[return-value]
 
 
 def item_impl(item: pytest.Item) -> str | None:
@@ -296,9 +373,11 @@ BLAME_PROPERTY = "stepoutputloss_blame"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip a not-applicable check before any of its fixtures is set up."""
+    """Open the check's guard (time bound, global state), then skip a
+    not-applicable check before any of its fixtures is set up."""
     if not is_check(item):
         return
+    guard.begin(check_id(item), timeout_s(item.config))
     # every report of a check carries its check id and implementation
     item.user_properties.append((CHECK_PROPERTY, check_id(item)))
     item.user_properties.append((IMPL_PROPERTY, item_impl(item) or impl_specs(item.config)[0]))
@@ -314,6 +393,47 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     deviated = deviated_item(ids, deviations)
     if deviated is not None:
         pytest.skip(DEVIATES + deviated)
+
+
+INCIDENT_PROPERTY = "harness contract"
+
+
+def _incident_text(item: pytest.Item, incidents: list[str]) -> str:
+    return "\n".join(
+        [
+            check_id(item),
+            f"property: {INCIDENT_PROPERTY}",
+            f"problem:  {' | '.join(incidents)}",
+        ]
+    )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> collections.abc.Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A guard incident (timeout, leaked state, mutated input, wrong result
+    type) fails the phase it happened in, with the incident as the reason,
+    whatever the check made of the exception; the check's own failure, if
+    any, follows (quoted). The teardown report closes the guard."""
+    report = yield
+    current = guard.current()
+    if not is_check(item) or current is None:
+        return report
+    if call.when == "teardown":
+        guard.end()
+    incidents = current.unreported()
+    if not incidents:
+        return report
+    text = _incident_text(item, incidents)
+    if report.failed:
+        quoted = "\n".join("> " + line for line in str(report.longrepr).splitlines())
+        text += "\n\nthe check's own failure:\n" + quoted
+    report.outcome = "failed"
+    report.longrepr = text
+    if hasattr(report, "wasxfail"):
+        del report.wasxfail
+    return report
 
 
 # ------------------------------------------------------------------ xfails
@@ -376,28 +496,93 @@ def xfail_reason(xfails: dict[str, str], item: pytest.Item) -> tuple[str, str] |
     return None
 
 
+XFAILS_UNMATCHED_PROPERTY = "stepoutputloss_xfails_unmatched"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k / -m deselect: entries match the whole suite
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if any(is_check(item) for item in items):
         get_adapters(config)  # a bad --stepoutputloss-impl is a usage error, once
+        timeout_s(config)  # and so is a bad limit or device
+        device(config)
     path = config.getoption(XFAILS_OPTION)
     if not path:
         return
     xfails = read_xfails(path)
     config.stash[_xfails_key] = xfails
     used: set[str] = set()
-    for item in items:
-        if not is_check(item):
-            continue
+    checks = [item for item in items if is_check(item)]
+    for item in checks:
         found = xfail_reason(xfails, item)
         if found is not None:
             used.add(found[0])
             item.add_marker(pytest.mark.xfail(reason=found[1], strict=True))
     config.stash[_used_xfails_key] = used
+    unmatched = sorted(set(xfails) - used)
+    config.stash[_unmatched_key] = set(unmatched)
+    # every check's reports carry the list, so that a pytest-xdist controller
+    # (which collects nothing itself) and the report writer learn it too
+    for item in checks:
+        item.user_properties.append((XFAILS_UNMATCHED_PROPERTY, unmatched))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Under pytest-xdist the controller learns the unmatched xfails entries
+    from the workers' reports."""
+    props = dict(report.user_properties)
+    unmatched = props.get(XFAILS_UNMATCHED_PROPERTY)
+    if isinstance(unmatched, list) and _config is not None:
+        _config.stash.setdefault(_unmatched_key, set()).update(str(e) for e in unmatched)
+
+
+_config: pytest.Config | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _config
+    _config = config
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _config
+    if _config is config:
+        _config = None
+
+
+def unmatched_xfails(config: pytest.Config) -> list[str]:
+    """xfails entries that match no check of the suite (collected or, under
+    pytest-xdist, reported by the workers)."""
+    found: set[str] = config.stash.get(_unmatched_key, set())
+    return sorted(found)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """``--stepoutputloss-strict-xfails``: unmatched entries fail a run that
+    would otherwise pass."""
+    config = session.config
+    if (
+        config.getoption(STRICT_XFAILS_OPTION)
+        and unmatched_xfails(config)
+        and exitstatus == pytest.ExitCode.OK
+    ):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
+    unmatched = unmatched_xfails(config)
+    if unmatched:
+        strict = (
+            " (--stepoutputloss-strict-xfails: the run fails)"
+            if config.getoption(STRICT_XFAILS_OPTION)
+            else ""
+        )
+        terminalreporter.write_line(
+            f"xfails entries matching no collected check: {unmatched}{strict}",
+            red=bool(strict),
+            yellow=not strict,
+        )
     if _adapters_key not in config.stash:
         return
     tr = terminalreporter
@@ -415,9 +600,3 @@ def pytest_terminal_summary(
             not_applicable[reason] = not_applicable.get(reason, 0) + 1
     for reason, count in sorted(not_applicable.items()):
         tr.write_line(f"{reason}: {count} check(s)")
-    if _xfails_key in config.stash:
-        used: set[str] = config.stash.get(_used_xfails_key, set())
-        listed: dict[str, str] = config.stash[_xfails_key]
-        unused = sorted(set(listed) - used)
-        if unused:
-            tr.write_line(f"xfails entries matching no collected check: {unused}")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +48,7 @@ from conformance.corrector import SuiteStep, correct, model
 from conformance.harness import describe
 from conformance.plugin import requires
 from conformance.requirements import enforces
-from conformance.suite import impl_specs, item_impl, load_adapter
+from conformance.suite import impl_specs, item_impl, load_adapter, timeout_s
 
 PROP = "data-parallel training equals one process on the whole batch"
 N_BATCH = 4
@@ -116,10 +115,16 @@ def suite_step() -> SuiteStep:
 # ---------------------------------------------------------------- on the ranks
 
 
+class ConfigurationFailed(RuntimeError):
+    """The adapter raised on this rank in one configuration."""
+
+
 def train_shares(impl: str, config_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """On every rank: the adapter's ``train_on_batch_distributed`` on this
-    rank's share, per configuration; an exception is reported, not raised
-    (every rank raises alike, so the group stays usable)."""
+    rank's share, per configuration. An exception stops the job on that rank
+    (the other ranks may wait for it in a collective, so the group cannot go
+    on): the parent names the rank, the configuration and the whole message
+    (:class:`conformance.distributed.RankFailure`)."""
     import torch.distributed as dist
 
     adapter = load_adapter(impl)
@@ -139,25 +144,46 @@ def train_shares(impl: str, config_ids: Sequence[str]) -> dict[str, dict[str, An
                     for k, g in outcome.gradients.items()
                 },
             }
-        except Exception:  # noqa: BLE001 - reported by the check
-            out[config_id] = {"error": traceback.format_exc()}
+        except Exception as err:
+            message = " ".join(f"{type(err).__name__}: {err}".split())
+            raise ConfigurationFailed(
+                f"train_on_batch_distributed raised in configuration {config_id}: {message}"
+            ) from err
     return out
 
 
 _results_key = pytest.StashKey[dict[str, list[dict[str, dict[str, Any]]]]]()
+_failures_key = pytest.StashKey[dict[str, distributed.RankFailure]]()
 
 
 @pytest.fixture
 def rank_results(request: pytest.FixtureRequest) -> list[dict[str, dict[str, Any]]]:
     """Every configuration's per-rank results for the item's implementation:
-    one job on the group per implementation and session."""
+    one job on the group per implementation and session, bounded by
+    ``--stepoutputloss-timeout``. A failed job is not repeated: every
+    distributed check of that implementation fails with its reason at once."""
     if not distributed.is_available():
         pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
     config = request.config
     spec = item_impl(request.node) or impl_specs(config)[0]
     cache = config.stash.setdefault(_results_key, {})
-    if spec not in cache:
-        cache[spec] = distributed.run_on_ranks(train_shares, spec, [c.id for c in CONFIGURATIONS])
+    failures = config.stash.setdefault(_failures_key, {})
+    if spec not in cache and spec not in failures:
+        try:
+            cache[spec] = distributed.run_on_ranks(
+                train_shares, spec, [c.id for c in CONFIGURATIONS], timeout_s=timeout_s(config)
+            )
+        except distributed.RankFailure as err:
+            failures[spec] = err
+    if spec in failures:
+        failed = failures[spec]
+        fail(
+            PROP,
+            f"the distributed job failed, so this configuration was not verified: {failed.summary}",
+            {"ranks": WORLD_SIZE, "samples": f"{N_BATCH} split 2 + 2"},
+            "every rank answers",
+            str(failed),
+        )
     return cache[spec]
 
 
@@ -252,15 +278,6 @@ def check_distributed_matches_single_process(
         n_forward_steps=N_STEPS,
         gradient_accumulation=spec.use_gradient_accumulation,
     )
-    for rank, results in enumerate(rank_results):
-        if "error" in results[config.id]:
-            fail(
-                PROP,
-                f"train_on_batch_distributed raised on rank {rank}",
-                inputs,
-                "no exception",
-                results[config.id]["error"],
-            )
     whole, local, summed = expectations(config.id)
 
     metrics = rank_results[0][config.id]["metrics"]
