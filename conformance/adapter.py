@@ -441,10 +441,16 @@ class TrainOutcome:
         gradients: ``name -> grad`` for every parameter of the suite step
             (``named_parameters()``), holding the gradient of the batch's
             optimized loss before any optimizer update (None if it got none).
+        step_totals: each optimized step's total (main loss + penalty, what
+            is backwarded), in step order, as the implementation computed
+            it: the adapter's translation, independent of metric names.
+            None when the adapter cannot report it (the checks that need it
+            then fall back to ``loss_step_{i}`` + ``corrector_regularization_step_{i}``).
     """
 
     metrics: Mapping[str, float]
     gradients: Mapping[str, torch.Tensor | None]
+    step_totals: Sequence[float] | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

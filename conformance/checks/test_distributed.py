@@ -13,9 +13,10 @@ session and reused, so this check costs milliseconds after the first start;
 loopback only; every wait bounded).
 
 Expected values are the float64 oracle's on the whole batch (one process):
-``loss_step_{i}``, ``corrector_regularization_step_{i}``,
-``corrector_regularization`` (their sum) and ``loss`` (when reported) from
-rank 0, which logs; the gradients of ``gain`` and ``theta`` from every rank.
+each step's optimized total (``TrainOutcome.step_totals``, or the contract's
+``loss_step_{i}`` + ``corrector_regularization_step_{i}``) and ``loss`` (when
+reported) from rank 0, which logs; the gradients of ``gain`` and ``theta``
+from every rank. (Metric names are checked by ``test_train_metrics.py``.)
 Every metric is a mean over samples, so the ranks' values must combine as a
 (sample-weighted) mean: a failure says when the value equals one rank's own
 share (not reduced) or the sum over ranks.
@@ -139,6 +140,9 @@ def train_shares(impl: str, config_ids: Sequence[str]) -> dict[str, dict[str, An
             )
             out[config_id] = {
                 "metrics": {k: float(v) for k, v in outcome.metrics.items()},
+                "step_totals": None
+                if outcome.step_totals is None
+                else [float(t) for t in outcome.step_totals],
                 "gradients": {
                     k: None if g is None else g.detach().clone()
                     for k, g in outcome.gradients.items()
@@ -215,9 +219,11 @@ def expected(spec: StepperSpec, batch: Batch, rows: slice = slice(None)) -> Expe
         main = oracle.main_total(oracle.main_per_channel(loss, predict, target, i))
         metrics[f"loss_step_{i}"] = main
         total = total + main
+        metrics[f"total_step_{i}"] = main
         if loss.regularization is not None:
             penalty = oracle.penalty(loss, output, uncorrected)
             metrics[f"corrector_regularization_step_{i}"] = penalty
+            metrics[f"total_step_{i}"] = main + penalty
             penalty_sum = penalty_sum + penalty
             total = total + penalty
         state = (
@@ -244,6 +250,19 @@ def rank_rows(rank: int) -> slice:
 
 
 # ---------------------------------------------------------------- the check
+
+
+def _step_totals(metrics: dict[str, float], reported: list[float] | None) -> list[float] | None:
+    """The per-step totals rank 0 reports (``TrainOutcome.step_totals``), else
+    the contract's metrics ``loss_step_{i}`` (+ ``corrector_regularization_step_{i}``)."""
+    if reported is not None:
+        return list(reported) if len(reported) == N_STEPS else None
+    if not all(f"loss_step_{i}" in metrics for i in range(N_STEPS)):
+        return None
+    return [
+        metrics[f"loss_step_{i}"] + metrics.get(f"corrector_regularization_step_{i}", 0.0)
+        for i in range(N_STEPS)
+    ]
 
 
 @functools.cache
@@ -280,23 +299,36 @@ def check_distributed_matches_single_process(
     )
     whole, local, summed = expectations(config.id)
 
-    metrics = rank_results[0][config.id]["metrics"]
-    for name, want in whole.metrics.items():
-        if name == "loss" and name not in metrics:
-            continue  # optional in TrainOutcome
-        if name not in metrics:
-            fail(PROP, f"rank 0's metrics lack {name!r}", inputs, name, sorted(metrics))
+    # what is data-parallel about the metrics -- each step's optimized total
+    # and the batch loss, reduced as means over samples -- in the contract's
+    # neutral terms (TrainOutcome.step_totals); metric names are
+    # test_train_metrics.py's business
+    result = rank_results[0][config.id]
+    got_totals = _step_totals(result["metrics"], result.get("step_totals"))
+    if got_totals is None:
+        fail(
+            PROP,
+            "rank 0 reports no per-step totals (TrainOutcome.step_totals)",
+            inputs,
+            f"{N_STEPS} totals",
+            sorted(result["metrics"]),
+        )
+    wanted = [(f"total of step {i}", f"total_step_{i}") for i in range(N_STEPS)]
+    if "loss" in result["metrics"]:
+        wanted.append(("metric 'loss'", "loss"))
+        got_totals = [*got_totals, result["metrics"]["loss"]]
+    for (quantity, key), got in zip(wanted, got_totals):
         assert_close(
-            torch.tensor(metrics[name], dtype=torch.float64),
-            want,
+            torch.tensor(got, dtype=torch.float64),
+            whole.metrics[key],
             prop=PROP,
-            quantity=f"metric {name!r} (rank 0)",
+            quantity=f"{quantity} (rank 0)",
             inputs=inputs,
             meaning="one process on the whole batch",
             alternatives={
-                "rank 0's own share only (not reduced across ranks)": local[0].metrics[name],
+                "rank 0's own share only (not reduced across ranks)": local[0].metrics[key],
                 "the sum over ranks (reduced with SUM, not as a mean over samples)": summed.metrics[
-                    name
+                    key
                 ],
             },
         )
