@@ -239,7 +239,7 @@ class WeightedMappingLoss:
             for name in self.names
             if name in differences
         }
-        return self._of_active(values)
+        return self._of_active(values, differences)
 
     def of_differences_between(
         self,
@@ -262,18 +262,24 @@ class WeightedMappingLoss:
             for name in self.names
             if name in subtrahend
         }
-        return self._of_active(values)
+        return self._of_active(values, minuend)
 
     def _require_difference_only(self) -> None:
         if not self.loss.difference_only:
             raise ValueError(f"{type(self.loss).__name__} is not a function of differences alone.")
 
-    def _of_active(self, values: Mapping[str, torch.Tensor]) -> LossOutput:
+    def _of_active(self, values: Mapping[str, torch.Tensor], inputs: TensorMapping) -> LossOutput:
         """A ``LossOutput`` over all channels whose active channels are exactly
-        those in ``values`` (0-d losses); inactive channels hold 0."""
+        those in ``values`` (0-d losses); inactive channels hold 0. With no
+        active channel the zeros take the dtype and device of ``inputs``'
+        tensors (a loss on the GPU stays there), the defaults if it has none."""
         active = tuple(n in values for n in self.names)
         if not values:
-            return LossOutput(self.names, torch.zeros(len(self.names)), active)
+            like = next(iter(inputs.values()), None)
+            zeros = (
+                torch.zeros(len(self.names)) if like is None else like.new_zeros(len(self.names))
+            )
+            return LossOutput(self.names, zeros, active)
         zero = torch.zeros_like(next(iter(values.values())))
         per_channel = torch.stack([values.get(n, zero) for n in self.names])
         return LossOutput(self.names, per_channel, active)
@@ -515,9 +521,9 @@ class StepOutputLoss:
         penalty = None
         if self.regularization is not None:
             # the loss of the corrections output - uncorrected, never stored
-            penalty = self.regularization.of_differences_between(
-                {k: output[k] for k in uncorrected}, uncorrected, mask
-            )
+            # (output whole: with nothing corrected, the zero penalty still
+            # takes the outputs' dtype and device)
+            penalty = self.regularization.of_differences_between(output, uncorrected, mask)
         return main, penalty, swapped
 
     def _warn_unmatched_once(self, corrected: list[str]) -> None:

@@ -30,7 +30,7 @@ import fixtures.misbehaving.ranks
 import fixtures.misbehaving.result_dtypes  # noqa: F401
 from conformance import distributed, guard
 from conformance.__main__ import main
-from conformance.adapter import LossResult
+from conformance.adapter import LossResult, RegularizationSpec
 from conformance.cases import main_case
 from conformance.guard import ContractViolation
 from conformance.isolation import GuardedAdapter, differences, validate_loss_result
@@ -473,3 +473,18 @@ def test_loss_checks_run_on_the_requested_device(pytester: pytest.Pytester) -> N
     )
     with pytest.raises(ContractViolation, match="device meta; the inputs are on cpu"):
         validate_loss_result(on_meta, "loss", inputs, torch.device("cpu"))
+
+
+def test_reference_penalty_with_nothing_corrected_follows_the_inputs() -> None:
+    """Found by ``--stepoutputloss-device cuda`` on an H200: the reference's
+    penalty with nothing corrected was a fresh CPU float32 zero. It now takes
+    the inputs' dtype and device (checked here with float64, on the CPU)."""
+    from conformance.adapters.reference import make_adapter
+    from conformance.cases import nothing_corrected_case
+
+    case = nothing_corrected_case()
+    spec = case.spec(regularization=RegularizationSpec("MSE", weight=0.7))
+    output, uncorrected, target = ({k: v.double() for k, v in m.items()} for m in case.fresh())
+    result = make_adapter().build_loss(spec)(output, uncorrected, target, 0)
+    assert result.regularization is not None
+    assert result.regularization.dtype == torch.float64 and float(result.regularization) == 0.0
