@@ -310,6 +310,7 @@ def test_xdist_run_merges_every_worker(tmp_path: Path) -> None:
         ("make_raising", "raised RuntimeError: cannot open the checkpoint /nonexistent/ckpt.pt"),
         ("make_none_capabilities", "capabilities must be a set of conformance.adapter.Capability"),
         ("make_string_capabilities", "got 'stepper'"),
+        ("make_unknown_capability", "declares ['stepper'], which are not conformance.adapter"),
         ("make_missing_method", "declares 'stepper' but has no build_stepper() method"),
     ],
 )
