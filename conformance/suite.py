@@ -120,7 +120,9 @@ def load_adapter(spec: str) -> StepOutputLossAdapter:
     except ImportError as err:
         raise pytest.UsageError(
             f"cannot import the adapter module {module_name!r} of {spec!r}: {err}. "
-            "Is the package installed in this environment?"
+            "Is the package installed in this environment? (An adapter module in the current "
+            "directory needs `python -m pytest`: plain `pytest` does not put the current "
+            "directory on sys.path.)"
         ) from err
     factory = getattr(module, factory_name, None)
     if not callable(factory):
