@@ -5,8 +5,9 @@ Slow (a virtualenv, torch and the wheel installed: about a minute), so it is
 opt-in: it runs only with ``STEPOUTPUTLOSS_OUTSIDE_USER=1``. ``.ci/run`` runs
 it as its own step. Without network at test time: set
 ``STEPOUTPUTLOSS_WHEELHOUSE`` to a directory of wheels (``.ci/run`` fills one
-with ``pip download`` at set-up) and every install is ``--no-index`` from it;
-without it, pip uses its configured index.
+with ``pip download`` at set-up) and every install, the wheel's build
+environment included, is ``--no-index`` from it; without it, pip uses its
+configured index.
 
 What it shows, in a temporary directory outside this repository:
 
@@ -94,7 +95,15 @@ def _outside_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
+def _index_options() -> list[str]:
+    wheelhouse = os.environ.get(WHEELHOUSE)
+    return ["--no-index", "--find-links", wheelhouse] if wheelhouse else []
+
+
 def _build_wheel(work: Path, env: dict[str, str]) -> Path:
+    """The wheel of a copy of what the package is built from, in an isolated
+    build environment (setuptools from the index or the wheelhouse: this
+    environment's own setuptools may be older than pyproject's build floor)."""
     src = work / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -104,8 +113,8 @@ def _build_wheel(work: Path, env: dict[str, str]) -> Path:
     dist = work / "dist"
     _check(
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-            + ["-w", str(dist), str(src)],
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)]
+            + _index_options(),
             env=env,
             capture_output=True,
             text=True,
@@ -127,9 +136,7 @@ def outside(tmp_path_factory: pytest.TempPathFactory) -> Outside:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
     )
     python = venv / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q"]
-    if os.environ.get(WHEELHOUSE):
-        pip += ["--no-index", "--find-links", os.environ[WHEELHOUSE]]
+    pip = [str(python), "-m", "pip", "install", "-q", *_index_options()]
 
     project = work / "project"
     (project / "myproj").mkdir(parents=True)
