@@ -187,6 +187,9 @@ def test_state_guard_restores_every_item() -> None:
 # ------------------------------------------------------------------ 3. time bound
 
 
+@pytest.mark.skipif(
+    not hasattr(signal, "setitimer"), reason="the in-process time bound needs SIGALRM (POSIX)"
+)
 def test_hanging_call_fails_its_check_within_the_limit(pytester: pytest.Pytester) -> None:
     started = time.monotonic()
     result = run(
@@ -206,6 +209,7 @@ def test_hanging_call_fails_its_check_within_the_limit(pytester: pytest.Pytester
     assert sum(o == "passed" for o, _ in result["checks"].values()) == 3
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_stopped_run_still_writes_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
