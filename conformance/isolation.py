@@ -435,7 +435,9 @@ class GuardedAdapter:
             handed[0] = Handed("spec", original, given)
         loss = adapter_call(what, self._adapter.build_loss, given)
         _check_all(handed, what)
-        if not callable(loss) or not hasattr(loss, "needs_uncorrected_grad"):
+        # dir(), not hasattr(): reading the property is a call into the adapter
+        # (an adapter that deviates from NEEDS-1 may raise there)
+        if not callable(loss) or "needs_uncorrected_grad" not in dir(loss):
             raise _violation(
                 f"{PROP_RESULT}: {what} returned {type(loss).__name__}, which is not a loss "
                 "object (callable, with needs_uncorrected_grad); see LossUnderTest"

@@ -53,7 +53,8 @@ Design conformance (``design``), one entry per requirement: ``broken`` when a
 failed or xfailed check breaks it; else ``deviates`` when the adapter
 declares a deviation (detail: the reason); else ``holds`` when a check of it
 passed; else ``not_exercised`` or ``not_applicable`` from its checks' skips
-(``not_exercised`` when it has no check in this run). ``detail`` of a broken
+(``not_exercised`` when it has no check in this run, or when its checks
+failed on another requirement first: "not verified"). ``detail`` of a broken
 requirement lists the checks that broke it.
 
 Which requirement a failed check breaks: the requirements its parameters
@@ -72,6 +73,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -167,7 +169,8 @@ def _failure_line(report: pytest.TestReport) -> str:
         if "diagnosis" in fields:
             detail += f" ({fields['diagnosis']})"
         return detail  # whole: the reason may come late in the line
-    return _first_line(message)
+    # an implementation's error re-raised by requirements.breaking
+    return re.sub(r"^AssertionError: (?=\w+(Error|Exception): )", "", _first_line(message))
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -271,6 +274,11 @@ def design_conformance(
             outcome, detail = "holds", ""
         elif counts["not_applicable"] and not counts["not_exercised"]:
             outcome, detail = "not_applicable", r.capability
+        elif counts["failed"] or counts["xfailed"]:
+            # its checks ran but failed on another requirement first
+            outcome = "not_exercised"
+            others = sorted({i for c in mine for i in c.broke})
+            detail = f"not verified: its checks failed on {', '.join(others)}"
         else:
             outcome = "not_exercised"
             detail = next(
@@ -429,7 +437,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         "**holds**, **broken** (a check of it failed), **deviates** (the adapter",
         "declares a deviation, in its own words), **not exercised** (the adapter does",
         "not implement the hook, or declares neither support nor a deviation), **n/a**",
-        "(an optional extra the implementation does not have).",
+        "(an optional extra the implementation does not have). *checks* counts every",
+        "check that exercises the requirement; a failed one counts against the",
+        "requirement it broke (see *Failures by requirement*).",
         "",
         "| requirement | kind | outcome | checks | detail |",
         "| --- | --- | --- | --- | --- |",

@@ -155,6 +155,18 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         capability="exclusion-matcher",
     ),
     R(
+        "NAMES-1",
+        "Variable names and selection entries are literal text: a name with regex "
+        "metacharacters ('u[0]', 'x+(1)', 'a.b') is matched exactly as written, in "
+        "whatever vocabulary the implementation selects with (exclusions or opt-in).",
+        "exclude_names_and_prefixes uses the shared name-and-prefix matcher consolidated "
+        "with the spatial-masking convention (bare name matches 2D + all 3D levels, "
+        "trailing-underscore prefix matches all levels, explicit name_<level> matches "
+        "exactly).",
+        Kind.SEED,
+        S_C1,
+    ),
+    R(
         "WARN-1",
         "An exclusion entry that matches no corrected variable is reported by a "
         "UserWarning on the first step with corrections: each unmatched entry named "
@@ -574,6 +586,8 @@ def item_requirements(
         i for i in dict.fromkeys(enforced) if not BY_ID[i].capability or BY_ID[i].capability in need
     ]
     blame = [i for i in ids if BY_ID[i].capability and BY_ID[i].capability in from_params]
+    # the extra itself before its formula convention (AREA-1, not CONV-AREA-1)
+    blame = [i for i in blame if BY_ID[i].kind is not Kind.CONVENTION] or blame
     return ids, blame or list(ids)
 
 
@@ -631,10 +645,11 @@ def breaking(*ids: str) -> Iterator[None]:
         raise ValueError(f"breaking: unknown or no requirement id(s) {bad or list(ids)}")
     try:
         yield
-    except AssertionError as err:
+    except Exception as err:  # an error of the implementation breaks it too
         if BREAKS in str(err):
             raise
-        raise AssertionError(f"{err}\n{BREAKS}{', '.join(ids)}") from err
+        text = str(err) if isinstance(err, AssertionError) else f"{type(err).__name__}: {err}"
+        raise AssertionError(f"{text}\n{BREAKS}{', '.join(ids)}") from err
 
 
 def broken_ids(message: str) -> list[str]:

@@ -106,9 +106,14 @@ def test_committed_fme_report_agrees_with_known_failures_and_readme() -> None:
     stale = set(known) - {entry_for(c) for c in failed}
     assert not stale, f"known_failures.txt entries that no failed check matches: {sorted(stale)}"
     s = report["summary"]
-    stated = f"{s['passed']} passed, {s['failed']} failed, {s['not_applicable']} not applicable"
+    stated = (
+        f"{s['passed']} passed, {s['failed']} failed, {s['deviates']} deviates, "
+        f"{s['not_exercised']} not exercised, {s['not_applicable']} not applicable"
+    )
     assert stated in (DOCS.parent.parent / "README.md").read_text()
     assert stated in (DOCS / "ANALYSIS.md").read_text()
+    # every failed check names the requirement it broke
+    assert all(c["broke"] for c in failed)
 
 
 # ---------------------------------------------------------------- with fme
@@ -145,6 +150,7 @@ def test_declared_capabilities() -> None:
         Capability.RAISE_ON_UNMATCHED,
         Capability.STEPPER,
         Capability.GRADIENT_ACCUMULATION,
+        Capability.DISTRIBUTED,
     ):
         assert present in adapter.capabilities, present
     for absent in (
@@ -153,8 +159,21 @@ def test_declared_capabilities() -> None:
         Capability.LOSS_CONFIG_REGULARIZATION,
         Capability.REGULARIZATION_LOSS_TYPES,
         Capability.DATA_MASK,
+        Capability.BAD_INPUT_VALIDATION,  # fme never claims it
     ):
         assert absent not in adapter.capabilities, absent
+    assert set(adapter.deviations) == {"MATCH-1", "WARN-1", "REG-4", "CONFIG-2", "NEEDS-1"}
+
+
+@needs_fme
+def test_needs_uncorrected_grad_is_not_made_up() -> None:
+    """fme has no such flag: the adapter declares NEEDS-1 and does not
+    synthesise one."""
+    from conformance.adapters.fme import make_adapter
+
+    loss = make_adapter().build_loss(_spec(regularization=RegularizationSpec("MSE")))
+    with pytest.raises(NotImplementedError, match="NEEDS-1"):
+        _ = loss.needs_uncorrected_grad
 
 
 @needs_fme
@@ -171,7 +190,7 @@ def test_hand_computed_losses_through_fme() -> None:
     loss = adapter.build_loss(
         _spec(precorrector=pre, regularization=reg, corrected_names=("a", "b_1"))
     )
-    assert loss.needs_uncorrected_grad
+    assert loss.loss.corrector_loss is not None
     result = loss(output, uncorrected, target, 0)
     expected = {"a": (1 + 0) / 2, "b_0": (1 + 1) / 2, "b_1": (4 + 0) / 2}
     for k, v in expected.items():
@@ -188,7 +207,7 @@ def test_pass_through_has_no_corrector_loss() -> None:
     from conformance.adapters.fme import make_adapter
 
     loss = make_adapter().build_loss(_spec(corrected_names=("a",)))
-    assert loss.loss.corrector_loss is None and not loss.needs_uncorrected_grad
+    assert loss.loss.corrector_loss is None
     output, uncorrected, target = _tensors()
     assert loss(output, uncorrected, target, 0).regularization is None
 
@@ -229,7 +248,7 @@ def test_nothing_corrected_keeps_the_features_configured() -> None:
 
     spec = _spec(precorrector=PreCorrectorSpec(), regularization=RegularizationSpec("MSE"))
     loss = make_adapter().build_loss(spec)
-    assert loss.needs_uncorrected_grad
+    assert loss.loss.corrector_loss is not None
     output, _, target = _tensors()
     result = loss(output, {}, target, 0)
     assert result.regularization is not None and float(result.regularization) == 0.0
@@ -303,6 +322,7 @@ def test_fme_train_stepper_drives_the_suite_step(exclude, reg, accumulate: bool)
     _, outcome, totals, grads = _stepper_run(exclude, reg, accumulate)
     for i, want in enumerate(totals):
         assert outcome.metrics[f"loss_step_{i}"] == pytest.approx(want, rel=2e-5)
+    assert outcome.step_totals == [outcome.metrics[f"loss_step_{i}"] for i in range(len(totals))]
     assert not any(k.startswith("corrector_regularization") for k in outcome.metrics)
     for name, want in grads.items():
         got = outcome.gradients[name]
@@ -348,3 +368,23 @@ def test_fme_train_stepper_crashes_with_area_weighted_mse() -> None:
     stepper = make_adapter().build_stepper(StepperSpec(loss=spec), step)
     with pytest.raises(RuntimeError, match="Per-channel loss has 1 elements but 6 channel names"):
         stepper.train_on_batch(Batch(initial_state=dict(case.target), targets=[case.target]))
+
+
+@needs_fme
+def test_fme_plain_prediction_returns_its_own_deltas_attached() -> None:
+    """F5's evidence: fme's ``Stepper.predict`` returns outputs *and* deltas
+    on the autograd graph; the adapter reports fme's deltas themselves."""
+    from conformance.adapter import Batch, PredictedStep, StepperSpec
+    from conformance.adapters.fme import make_adapter
+    from conformance.cases import main_case
+    from conformance.corrector import SuiteStep
+
+    case = main_case()
+    spec = case.spec(exclude=(), regularization=RegularizationSpec("MSE", weight=0.7))
+    norm = spec.normalizer
+    step = SuiteStep(case.names, case.corrected, norm.means, norm.stds)
+    stepper = make_adapter().build_stepper(StepperSpec(loss=spec, n_forward_steps=1), step)
+    [predicted] = stepper.predict(Batch(initial_state=dict(case.target), targets=[case.target]))
+    assert isinstance(predicted, PredictedStep) and predicted.deltas is not None
+    assert all(d.requires_grad for d in predicted.deltas.values())
+    assert all(o.requires_grad for o in predicted.output.values())

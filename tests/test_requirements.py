@@ -110,7 +110,7 @@ def test_capability_requirements_count_only_where_exercised() -> None:
     assert ids == ["PASS-1", "CONV-MAIN-1"] and blame == ids
     ids, blame = item_requirements(enforced, ["area-weighted"], ["area-weighted"])
     assert ids == ["PASS-1", "CONV-MAIN-1", "AREA-1", "CONV-AREA-1"]
-    assert blame == ["AREA-1", "CONV-AREA-1"]  # the parametrization's extra broke
+    assert blame == ["AREA-1"]  # the parametrization's extra broke (not its formula)
     # a capability the check function itself needs is not singled out
     ids, blame = item_requirements(["MASK-1"], ["data-mask", "ensemble"], ["ensemble"])
     assert ids == blame == ["MASK-1"]
@@ -152,3 +152,18 @@ def test_deviations_are_validated() -> None:
     with pytest.raises(ValueError, match="must be a mapping"):
         validate_deviations(["MATCH-1"])
     assert all(BY_ID[i].kind is Kind.SEED_DEVIABLE for i in ("MATCH-1", "WARN-1", "NEEDS-1"))
+
+
+def test_breaking_names_the_requirement() -> None:
+    from conformance.requirements import breaking, broken_ids
+
+    with pytest.raises(AssertionError) as info, breaking("REG-2"):
+        raise AssertionError("problem: the penalty differs")
+    assert broken_ids(str(info.value)) == ["REG-2"]
+    with pytest.raises(AssertionError) as info, breaking("NAMES-1"):
+        raise ValueError("'u[0]' matches none")
+    assert str(info.value).startswith("ValueError: 'u[0]' matches none")
+    assert broken_ids(str(info.value)) == ["NAMES-1"]
+    with pytest.raises(ValueError, match="unknown"):
+        with breaking("NOPE-1"):
+            pass

@@ -47,29 +47,48 @@ How the neutral case specs of ``conformance/adapter.py`` are translated
   in an epoch whose corrector is disabled (a configured selection, empty
   deltas, which fme never resolves a selection against).
 - ``needs_uncorrected_grad``: fme has no such flag (its step never detaches
-  deltas). The adapter reports fme's own state, ``corrector_loss is not None``
-  on the built ``StepOutputLoss`` (whether the deltas are consumed at all).
+  the deltas, so nothing decides detaching). The adapter does not make one
+  up: it declares the deviation ``NEEDS-1`` and its property raises.
 - **Training hook.** The suite step is registered as an fme step type
   (``StepSelector``) whose ``step()`` returns fme's ``StepOutput`` (corrected
   output + deltas); fme's own ``StepperConfig.get_stepper`` and
   ``TrainStepper`` train it, with fme's ``Optimization`` (Adam with lr 0, so
   the suite step's parameters stay put; ``use_gradient_accumulation`` from
   the spec). Metrics are fme's, as
-  fme logs them.
+  fme logs them; ``TrainOutcome.step_totals`` are fme's ``loss_step_{i}``,
+  which fme defines as the step's optimized total
+  (``ace/stepper/single_module.py``, ``_accumulate_step_loss``:
+  ``metrics[f"loss_step_{step}"] = step_loss.total()``).
+- **Plain prediction** reports fme's own deltas (``PredictedStep(deltas=...)``
+  from ``Stepper.predict``'s ``step_diagnostics.delta``), never a derived
+  ``output - delta``.
+- **Data parallel** (``train_on_batch_distributed``): fme's own
+  ``fme.core.distributed``: the suite's process group is taken over by a
+  ``TorchDistributed`` backend (it joins an initialized group, reading
+  ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``) swapped into fme's singleton with
+  ``Distributed.replace_backend`` and entered with ``Distributed.context()``,
+  as fme's training entry points do (the singleton itself is created with
+  fme's documented ``FME_DISTRIBUTED_BACKEND=none``; the backend's
+  ``shutdown`` leaves the group to the suite, where fme's would destroy it);
+  the suite step is wrapped with
+  ``dist.wrap_module`` (``DistributedDataParallel``) as fme's own
+  ``SingleModuleStep`` does, and the metrics are reduced with
+  ``dist.reduce_mean`` as fme's trainer logs ``batch_<metric>``.
 
-Capabilities not declared, and why (see ``docs/fme/ANALYSIS.md``):
-exclusion-matcher and warn-once-unmatched (fme selects opt-in and raises on
-unmatched entries), loss-config-regularization and regularization-loss-types
-(fme's penalty is ``norm: L1 | L2``, there is no loss type to configure or
-reject), data-mask (fme's ``data_mask`` is a per-sample ``[batch]`` presence
-mask that renormalizes, not a pointwise validity mask whose points contribute
-0).
+Capabilities not declared, and why (see ``docs/fme/ANALYSIS.md``): the
+#1273 designs fme replaces are declared as ``deviations`` (opt-in selection,
+raising on unmatched entries, an ``L1``/``L2`` penalty with no loss type to
+configure or reject, no ``needs_uncorrected_grad``); bad-input-validation and
+data-mask are optional extras fme does not claim (its ``data_mask`` is a
+per-sample ``[batch]`` presence mask that renormalizes, not a pointwise
+validity mask whose points contribute 0).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,6 +101,7 @@ from conformance.adapter import (
     LossResult,
     LossSpec,
     PreCorrectorSpec,
+    PredictedStep,
     RegularizationSpec,
     StepperSpec,
     SuiteStep,
@@ -145,7 +165,10 @@ class FmeLoss:
 
     @property
     def needs_uncorrected_grad(self) -> bool:
-        return self.loss.corrector_loss is not None
+        raise NotImplementedError(
+            "fme 2026.10.0 has no needs_uncorrected_grad (its step never detaches the "
+            "deltas); the adapter declares the deviation NEEDS-1 instead of inventing one"
+        )
 
     def __call__(
         self,
@@ -207,8 +230,13 @@ def _suite_step_config_class() -> type:
         module: Any = None  # the suite step (a torch module), like fme's "prebuilt"
 
         def get_step(self, dataset_info: Any, init_weights: Any) -> Any:
+            from fme.core.distributed import Distributed
+
             init_weights([self.module])
-            return SuiteStepWrapper(self)
+            # as fme's SingleModuleStep: the module behind the data-parallel
+            # wrapper of fme's distributed backend (a no-op wrapper when not
+            # distributed)
+            return SuiteStepWrapper(self, Distributed.get_instance().wrap_module(self.module))
 
         @property
         def n_ic_timesteps(self) -> int:
@@ -270,10 +298,10 @@ def _suite_step_config_class() -> type:
             return dict(state)
 
     class SuiteStepWrapper(StepABC):
-        def __init__(self, config: SuiteStepConfig):
+        def __init__(self, config: SuiteStepConfig, wrapped: torch.nn.Module):
             super().__init__()
             self._config = config
-            self._modules = torch.nn.ModuleList([config.module])
+            self._modules = torch.nn.ModuleList([wrapped])
 
         @property
         def config(self) -> SuiteStepConfig:
@@ -363,24 +391,31 @@ class FmeStepper:
 
         optimization._step_weights = record_then_update
         out = self.train_stepper.train_on_batch(batch_data(batch), optimization=optimization)
-        metrics = {k: float(v) for k, v in out.metrics.items()}
-        return TrainOutcome(metrics=metrics, gradients=gradients)
+        metrics = {k: v.detach() for k, v in out.metrics.items()}
+        if self.reduce_metrics is not None:  # as fme's trainer logs batch_<metric>
+            metrics = {k: self.reduce_metrics(v) for k, v in metrics.items()}
+        floats = {k: float(v) for k, v in metrics.items()}
+        # fme's loss_step_{i} is the step's optimized total (main + weight * penalty)
+        totals = [floats[f"loss_step_{i}"] for i in range(len(batch.targets))]
+        return TrainOutcome(metrics=floats, gradients=gradients, step_totals=totals)
 
-    def predict(
-        self, batch: Batch
-    ) -> list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
-        """fme's ``Stepper.predict``; ``uncorrected = output - delta`` from
-        its step diagnostics (the corrector's deltas)."""
+    reduce_metrics: Any = None
+    """``dist.reduce_mean`` of fme's distributed backend, in data-parallel runs."""
+
+    def predict(self, batch: Batch) -> list[PredictedStep]:
+        """fme's ``Stepper.predict``: each step's output and fme's own deltas
+        (its step diagnostics), as fme returns them."""
         data = batch_data(batch)
         names = list(batch.initial_state)
         out, _ = self.stepper.predict(data.get_start(names, 1), data)
         deltas = {} if out.step_diagnostics is None else dict(out.step_diagnostics.delta)
-        steps = []
-        for i in range(len(batch.targets)):
-            output = {k: out.data[k][:, i] for k in names}
-            uncorrected = {k: output[k] - d[:, i] for k, d in deltas.items()}
-            steps.append((output, uncorrected))
-        return steps
+        return [
+            PredictedStep(
+                output={k: out.data[k][:, i] for k in names},
+                deltas={k: d[:, i] for k, d in deltas.items()},
+            )
+            for i in range(len(batch.targets))
+        ]
 
 
 class FmeAdapter(AdapterBase):
@@ -393,11 +428,19 @@ class FmeAdapter(AdapterBase):
             Capability.CORRECTOR_CONFIG,
             Capability.ENSEMBLE,
             Capability.AREA_WEIGHTED,
-            Capability.BAD_INPUT_VALIDATION,
             Capability.STEPPER,
             Capability.GRADIENT_ACCUMULATION,
+            Capability.DISTRIBUTED,
         }
     )
+    # fme's own design where it replaces #1273's (sources: docs/fme/ANALYSIS.md)
+    deviations = {
+        "MATCH-1": "opt-in selection (names_and_prefixes) instead of exclusions",
+        "WARN-1": "raises on an entry that matches no corrected variable instead of warning once",
+        "REG-4": "the penalty is norm L1 | L2 of the normalized deltas, not a loss config",
+        "CONFIG-2": "no penalty loss type to validate (norm is a Literal['L1', 'L2'])",
+        "NEEDS-1": "no needs_uncorrected_grad: fme's step never detaches the deltas",
+    }
 
     def __init__(self) -> None:
         fme = _import_fme()
@@ -570,6 +613,38 @@ class FmeAdapter(AdapterBase):
             step,
             spec.use_gradient_accumulation,
         )
+
+    def train_on_batch_distributed(
+        self, spec: StepperSpec, step: SuiteStep, batch: Batch
+    ) -> TrainOutcome:
+        """fme's data parallelism (``fme.core.distributed``) on the suite's
+        process group: see the module docstring."""
+        os.environ.setdefault("FME_DISTRIBUTED_BACKEND", "none")
+        from fme.core.distributed import Distributed
+
+        with (
+            Distributed.replace_backend(_suite_group_backend()()),
+            Distributed.context(handle_signals=False),
+        ):
+            dist = Distributed.get_instance()
+            stepper = self.build_stepper(spec, step)
+            stepper.reduce_metrics = dist.reduce_mean
+            return stepper.train_on_batch(batch)
+
+
+@functools.cache
+def _suite_group_backend() -> type:
+    """fme's ``TorchDistributed`` backend on the suite's process group: it joins
+    the initialized group as fme does under torchrun (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``), but leaves the group to the suite when fme's
+    ``Distributed.context()`` shuts down (fme would destroy it)."""
+    from fme.core.distributed.torch_distributed import TorchDistributed
+
+    class SuiteGroupBackend(TorchDistributed):  # type: ignore[misc]
+        def shutdown(self) -> None:
+            return None
+
+    return SuiteGroupBackend
 
 
 def make_adapter() -> FmeAdapter:

@@ -1,4 +1,7 @@
-"""Minimal reproducers, in plain fme calls, for every check fme 2026.10.0 fails.
+"""Minimal reproducers, in plain fme calls, for every check fme 2026.10.0 fails
+(F1, F2, F4, F5, F6 of docs/fme/ANALYSIS.md) and for the observations the
+analysis states (O1 bad inputs -- not a failure: fme does not claim
+bad-input validation --, O2 norm and data_mask).
 
 Run with fme installed (``tox -e fme`` runs it)::
 
@@ -99,7 +102,8 @@ def matcher_treats_names_as_regex() -> None:
 
 
 def bad_input_errors() -> None:
-    """F3. Bad inputs: errors that do not name the variable or the mapping."""
+    """O1 (observation, not a check failure). Bad inputs: errors that do not
+    name the variable or the mapping, or none at all."""
     loss = StepOutputLoss(StepLossConfig(type="MSE").build(None, NAMES, NORM, channel_dim=-3), None)
     pred, target = fields(2, 0), fields(2, 1)
     # a loss variable missing from the prediction (or the target): a TorchScript
@@ -121,10 +125,23 @@ def bad_input_errors() -> None:
     bad_delta = {"a": torch.zeros(2, 2, 2)}
     err = raises(lambda: both(pred, target, step=0, deltas=bad_delta))
     assert "must match the size" in str(err) and "'a'" not in str(err), err
+    # ... but only with pre-corrector optimization on: with the penalty alone,
+    # the wrong-shaped delta is penalized and no error is raised at all
+    penalty_only = StepOutputLoss(
+        loss.step_loss,
+        CorrectorLossConfig(regularization=CorrectorRegularizationConfig(["a"], "L2")).build(
+            NAMES, normalizer=NORM, channel_dim=-3
+        ),
+    )
+    assert torch.isfinite(penalty_only(pred, target, step=0, deltas=bad_delta).total())
     # a delta for a variable that is not in the prediction: silently ignored
     extra = {"a": torch.zeros(2, 2, 3), "zz": torch.zeros(2, 2, 3)}
     both(pred, target, step=0, deltas=extra).total()
-    print("F3 bad inputs: KeyError via TorchScript, unnamed shape errors, unknown delta ignored")
+    print(
+        "O1 bad inputs: KeyError via TorchScript, unnamed shape errors (a wrong-shaped delta "
+        "raises only with pre-corrector optimization on; with the penalty alone it is "
+        "accepted), unknown delta ignored"
+    )
 
 
 class AddHalf(torch.nn.Module):
@@ -198,7 +215,10 @@ def prediction_keeps_deltas_on_graph() -> None:
     out, _ = train._stepper.predict(data.get_start(["a", "b"], 1), data)
     assert out.step_diagnostics is not None
     assert out.step_diagnostics.delta["a"].requires_grad
-    print("F5 plain prediction: Stepper.predict returns deltas with requires_grad=True")
+    assert out.data["a"].requires_grad  # the outputs too (no no_grad in predict)
+    print(
+        "F5 plain prediction: Stepper.predict returns deltas (and outputs) with requires_grad=True"
+    )
 
 
 def penalty_rides_loss_step() -> None:
@@ -234,7 +254,7 @@ def observations() -> None:
     out = loss(pred, target, step=0, data_mask=mask).get_channel_losses()
     first = ((pred["a"][0] - target["a"][0]) ** 2).mean()
     torch.testing.assert_close(out["a"].loss, first)  # renormalized over kept samples
-    print("obs: norm='L3' accepted (builds MSE); data_mask is per-sample and renormalizes")
+    print("O2 norm='L3' accepted (builds MSE); data_mask is per-sample and renormalizes")
 
 
 if __name__ == "__main__":
