@@ -205,3 +205,21 @@ def training_setup(
         use_gradient_accumulation=use_gradient_accumulation,
     )
     return spec, step, Batch(initial_state=initial, targets=targets)
+
+
+def step_totals(outcome: Any, n_steps: int, with_penalty: bool) -> list[float] | None:
+    """Each optimized step's total (main + penalty) from a ``TrainOutcome``:
+    the adapter's ``step_totals`` when it reports them, else the contract's
+    metrics ``loss_step_{i}`` (+ ``corrector_regularization_step_{i}`` when
+    ``with_penalty``); None when neither is there."""
+    if outcome.step_totals is not None:
+        totals = [float(t) for t in outcome.step_totals]
+        return totals if len(totals) == n_steps else None
+    m = outcome.metrics
+    out = []
+    for i in range(n_steps):
+        keys = [f"loss_step_{i}"] + ([f"corrector_regularization_step_{i}"] if with_penalty else [])
+        if not all(k in m for k in keys):
+            return None
+        out.append(sum(float(m[k]) for k in keys))
+    return out

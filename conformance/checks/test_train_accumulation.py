@@ -14,31 +14,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conformance.adapter import (
-    Capability,
-    RegularizationSpec,
-    StepOutputLossAdapter,
-    TrainOutcome,
-)
+from conformance.adapter import Capability, RegularizationSpec, StepOutputLossAdapter
 from conformance.assertions import assert_close, assert_no_error, fail
-from conformance.harness import describe, expected_training, training_setup
+from conformance.harness import describe, expected_training, step_totals, training_setup
 from conformance.plugin import requires
 from conformance.requirements import enforces
 
 PROP = "training under gradient accumulation"
 REG = RegularizationSpec("MSE", weight=0.7)
-
-
-def step_totals(outcome: TrainOutcome, n_steps: int) -> list[float] | None:
-    """The per-step totals the adapter reports; without them, the contract's
-    metrics ``loss_step_{i}`` + ``corrector_regularization_step_{i}``."""
-    if outcome.step_totals is not None:
-        return [float(t) for t in outcome.step_totals]
-    m = outcome.metrics
-    keys = [(f"loss_step_{i}", f"corrector_regularization_step_{i}") for i in range(n_steps)]
-    if all(a in m and b in m for a, b in keys):
-        return [m[a] + m[b] for a, b in keys]
-    return None
 
 
 @enforces("ACCUM-2")
@@ -53,7 +36,7 @@ def check_train_accumulation(adapter: StepOutputLossAdapter, n_steps: int) -> No
         lambda: stepper.train_on_batch(batch), prop=PROP, what="train_on_batch", inputs=inputs
     )
     assert expected.penalties is not None
-    totals = step_totals(outcome, n_steps)
+    totals = step_totals(outcome, n_steps, with_penalty=True)
     if totals is None or len(totals) != n_steps:
         fail(
             PROP,
