@@ -43,9 +43,15 @@ state (grad mode, default dtype, ...) as it found it.
 
 Optional behaviour is declared, never guessed: an adapter lists its
 :class:`Capability` values in ``capabilities``. A check that needs a capability
-the adapter does not declare is reported as skipped with the reason
-``"not applicable: <capability>"`` (the capability's string value); it never
-passes silently. A declared capability is a promise: its checks run and must
+the adapter does not declare is skipped, never passed silently, with one of
+three reasons (``conformance/requirements.py``): ``"deviates: <capability>
+(<requirement id>: <reason>)"`` when the adapter declares a deviation from
+the capability's #1273 requirement (see **Deviations** below), ``"not
+exercised: <capability>"`` for a hook the adapter does not implement
+(``stepper``, ``distributed``) or a #1273 capability it neither declares nor
+deviates from, and ``"not applicable: <capability>"`` only for an optional
+extra beyond #1273 (data masks, area weighting, bad-input validation,
+raising on unmatched entries). A declared capability is a promise: its checks run and must
 pass (or be listed, with a reason, in the xfails file given by
 ``--stepoutputloss-xfails``).
 
