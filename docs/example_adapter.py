@@ -40,8 +40,8 @@ class MyLoss:
 
 class MyAdapter(AdapterBase):
     name, version = "myproj", "1.0.0"
-    # only what you support; every check of an undeclared capability is
-    # reported as "not applicable: <capability>"
+    # only what you support; a check of an undeclared capability is reported
+    # as "deviates", "not exercised" or "not applicable" (see below)
     capabilities = frozenset(
         {Capability.EXCLUSION_MATCHER, Capability.WARN_ONCE_UNMATCHED, Capability.ENSEMBLE}
     )
