@@ -214,6 +214,25 @@ class Capability(str, enum.Enum):
     whole batch's metrics (reduced across ranks as means over samples) and
     the synchronized gradients: those of one process on the whole batch."""
 
+    # -- added for the suite's sensitivity checks (issue #14); additive, so
+    #    adapters written before them are unaffected
+
+    WEIGHT_VALIDATION = "regularization-weight-validation"
+    """:meth:`StepOutputLossAdapter.build_corrector_config` rejects an invalid
+    regularization weight (0, negative, NaN, +inf, -inf) with a
+    ``ValueError`` whose message mentions ``weight``."""
+
+    EMPTY_UNCORRECTED_WARNING = "empty-uncorrected-warning"
+    """The train stepper warns once (a ``UserWarning`` mentioning
+    ``uncorrected``), on the first step, when the step's corrector is enabled
+    and a corrector loss is configured but the step returned an empty
+    ``uncorrected``; training goes on."""
+
+    EPOCH_AGGREGATION = "epoch-aggregation"
+    """:meth:`StepperUnderTest.train_epoch` trains on several batches and
+    returns the epoch-aggregated metrics (each batch metric averaged over the
+    epoch's batches, weighted by the batches' numbers of samples)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class NormalizerSpec:
@@ -510,6 +529,13 @@ class StepperUnderTest(Protocol):
         uncorrected)`` pair)."""
         ...
 
+    def train_epoch(self, batches: Sequence[Batch]) -> Mapping[str, float]:
+        """Only with :attr:`Capability.EPOCH_AGGREGATION`: ``train_on_batch``
+        on each batch in order, then the epoch's aggregated metrics as the
+        implementation logs them (``corrector_regularization``: the mean of
+        the batches' values weighted by their numbers of samples)."""
+        ...
+
 
 @runtime_checkable
 class StepOutputLossAdapter(Protocol):
@@ -547,9 +573,11 @@ class StepOutputLossAdapter(Protocol):
 
     def build_stepper(self, spec: StepperSpec, step: SuiteStep) -> StepperUnderTest:
         """Build a train stepper around ``step`` (:attr:`Capability.STEPPER`).
-        Must raise (any ``Exception`` whose message mentions the corrector)
-        when a corrector feature is configured but ``step.corrector_enabled``
-        is False."""
+        Must raise (an ``Exception`` whose message mentions the corrector;
+        not one of Python's internal error types such as ``TypeError`` or
+        ``AttributeError``) when a corrector feature is configured but
+        ``step.corrector_enabled`` is False, and build the same spec when it
+        is True."""
         ...
 
     def train_on_batch_distributed(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conformance.adapter import Capability, StepOutputLossAdapter
-from conformance.assertions import assert_close, assert_no_error, assert_raises_naming
+from conformance.assertions import assert_close, assert_no_error, assert_raises_naming, fail
 from conformance.cases import Option, feature_combinations, pid
 from conformance.harness import describe, expected_training, step_totals, training_setup
 from conformance.plugin import requires
@@ -17,19 +17,50 @@ from conformance.requirements import enforces
 PROP = "corrector_enabled build-time check"
 
 
+# Python's own error types for a bug in the code, not a config error that names the fix.
+INTERNAL_ERRORS = (
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    NameError,
+    NotImplementedError,
+    RecursionError,
+)
+
+
 @enforces("ENABLED-1")
 @requires(Capability.STEPPER)
 @pytest.mark.parametrize("features", feature_combinations()[1:], ids=pid)
 def check_corrector_loss_needs_corrector(adapter: StepOutputLossAdapter, features: Option) -> None:
+    """The same stepper spec builds around a step *with* a corrector, and
+    raises around one without: a config error (not an internal ``TypeError``,
+    ``AttributeError``, ...) whose message mentions the corrector."""
     exclude, reg = features.value
+    spec, with_corrector, _ = training_setup(1, exclude, reg, corrector_enabled=True)
+    assert_no_error(
+        lambda: adapter.build_stepper(spec, with_corrector),
+        prop=PROP,
+        what="building the same stepper around a step with a corrector",
+        inputs=describe(spec.loss, "training", corrector_enabled=True),
+    )
     spec, step, _ = training_setup(1, exclude, reg, corrector_enabled=False)
-    assert_raises_naming(
+    inputs = describe(spec.loss, "training", corrector_enabled=False)
+    err = assert_raises_naming(
         lambda: adapter.build_stepper(spec, step),
         prop=PROP,
         what="building a stepper with a corrector loss around a step without a corrector",
-        inputs=describe(spec.loss, "training", corrector_enabled=False),
+        inputs=inputs,
         must_mention=["corrector"],
     )
+    if isinstance(err, INTERNAL_ERRORS):
+        fail(
+            PROP,
+            "the error is an internal error type, not a config error naming the fix",
+            inputs,
+            "e.g. ValueError mentioning the corrector",
+            f"{type(err).__name__}: {err}",
+        )
 
 
 @enforces("DEFAULT-1")

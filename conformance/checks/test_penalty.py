@@ -87,8 +87,9 @@ def check_penalty_corrected_channels_only(adapter: StepOutputLossAdapter, case: 
     )
 
 
+# not step 0: there the decay is 1, so a decayed penalty could not be told apart
 @enforces("REG-3")
-@pytest.mark.parametrize("step", [0, 3, 7], ids=lambda s: f"step-{s}")
+@pytest.mark.parametrize("step", [3, 7], ids=lambda s: f"step-{s}")
 def check_penalty_has_no_step_decay(adapter: StepOutputLossAdapter, step: int) -> None:
     """The main loss decays with ``(1 + c*step)^-1/2``; the penalty does not."""
     case = main_case()
