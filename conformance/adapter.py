@@ -425,7 +425,10 @@ class StepperSpec:
     """A train stepper around a :class:`SuiteStep`.
 
     Attributes:
-        loss: the loss (``n_ensemble`` is 1 for stepper cases).
+        loss: the loss (``n_ensemble`` is 1 for stepper cases, except with
+            :attr:`Capability.ENSEMBLE`: then it may be > 1, and the stepper
+            repeats each sample's initial state for its members, members of a
+            sample adjacent).
         n_forward_steps: steps per batch.
         use_gradient_accumulation: backward per step with rollout state
             detached between steps (:attr:`Capability.GRADIENT_ACCUMULATION`).
@@ -513,6 +516,23 @@ class PredictedStep:
         return "deltas", self.deltas
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochOutcome:
+    """What one epoch of ``train_on_batch`` calls produced
+    (:attr:`Capability.EPOCH_AGGREGATION`).
+
+    Attributes:
+        batches: each batch's :class:`TrainOutcome`, in order.
+        metrics: the epoch-aggregated metrics as floats, as the implementation
+            logs them; ``corrector_regularization`` (with regularization) is
+            the mean of the batches' ``corrector_regularization`` weighted by
+            their numbers of samples.
+    """
+
+    batches: Sequence[TrainOutcome]
+    metrics: Mapping[str, float]
+
+
 class StepperUnderTest(Protocol):
     """A built train stepper (:attr:`Capability.STEPPER`)."""
 
@@ -529,11 +549,10 @@ class StepperUnderTest(Protocol):
         uncorrected)`` pair)."""
         ...
 
-    def train_epoch(self, batches: Sequence[Batch]) -> Mapping[str, float]:
+    def train_epoch(self, batches: Sequence[Batch]) -> EpochOutcome:
         """Only with :attr:`Capability.EPOCH_AGGREGATION`: ``train_on_batch``
         on each batch in order, then the epoch's aggregated metrics as the
-        implementation logs them (``corrector_regularization``: the mean of
-        the batches' values weighted by their numbers of samples)."""
+        implementation logs them (see :class:`EpochOutcome`)."""
         ...
 
 

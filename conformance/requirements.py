@@ -480,6 +480,89 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         Kind.OPTIONAL,
         capability="distributed",
     ),
+    # ---------------------------------------------------------- added by #14 (suite sensitivity)
+    R(
+        "STATE-1",
+        "Each call's values follow from that call's inputs alone: the corrected set may "
+        "change from call to call (an empty step, then corrections, then another set) "
+        "and every call is still right; two loss objects in one process share no state "
+        "(values, warn-once).",
+        "The exclusion matcher and its warn-once validation of unmatched entries live on "
+        "the loss object, since it is what sees step_output.uncorrected.keys() each step.",
+        Kind.SEED,
+        S_LOSS,
+    ),
+    R(
+        "PREDICT-1",
+        "Plain prediction returns the corrected outputs, equal to the corrected rollout "
+        "(each step's corrected output feeds the next), with the pre-correction values "
+        "of the corrected variables beside them.",
+        "Rollout state and returned predictions always use fully corrected outputs; only "
+        "the loss target changes.",
+        Kind.SEED,
+        S_C1,
+        capability="stepper",
+    ),
+    R(
+        "METRICS-2",
+        "Per-channel training metrics (loss/<name>), when reported, are the main loss's "
+        "per-channel values (target swap and step decay applied), over the batch's steps.",
+        "Metrics preserved: loss_step_{i} from .main, corrector_regularization_step_{i} "
+        "from .regularization, epoch-aggregated corrector_regularization, per-channel "
+        "losses from .main.",
+        Kind.SEED,
+        S_TRAIN,
+        capability="stepper",
+    ),
+    R(
+        "METRICS-3",
+        "The epoch-aggregated corrector_regularization is the mean of the batches' values "
+        "weighted by their numbers of samples.",
+        "Per-step (corrector_regularization_step_{i}) and epoch-aggregated "
+        "(corrector_regularization) metrics; the trainer's standard batch_ prefix yields "
+        "batch_corrector_regularization with no extra work.",
+        Kind.SEED,
+        S_C2,
+        capability="epoch-aggregation",
+    ),
+    R(
+        "WARN-3",
+        "A corrector that ran but returned an empty uncorrected (with a corrector loss "
+        "configured) is reported once, on the first step, by a UserWarning mentioning "
+        "uncorrected; training goes on.",
+        "A first-step warn-once covers the case where a corrector runs but uncorrected "
+        "comes back empty.",
+        Kind.SEED,
+        S_C1,
+        capability="empty-uncorrected-warning",
+    ),
+    R(
+        "TRAIN-ENS-1",
+        "Training with n_ensemble > 1: each sample's initial state is repeated for its "
+        "members (members of a sample adjacent) and the metrics and gradients are the "
+        "closed form's.",
+        "Not in #1273 beyond the loss unfolding the ensemble dim; the reference's stepper "
+        "repeats the initial condition per member. Checked with the ensemble capability.",
+        Kind.OPTIONAL,
+        capability="ensemble",
+    ),
+    R(
+        "CONFIG-3",
+        "An invalid regularization weight (0, negative, NaN, +inf, -inf) is rejected with "
+        "a ValueError whose message mentions the weight.",
+        "Not in #1273 (which says 'a reg weight'); the reference requires a finite weight "
+        "> 0. Checked with the regularization-weight-validation capability.",
+        Kind.OPTIONAL,
+        capability="regularization-weight-validation",
+    ),
+    R(
+        "ERRMSG-1",
+        "A config error names what is wrong: a rejected loss type's error names the type "
+        "(or the global-mean setting), not just any ValueError.",
+        "This project's rule: bad input gets a clear error naming the offending setting "
+        "and the fix.",
+        Kind.CONVENTION,
+    ),
 )
 del R
 

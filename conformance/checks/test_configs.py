@@ -12,7 +12,7 @@ from conformance.adapter import (
     RegularizationSpec,
     StepOutputLossAdapter,
 )
-from conformance.assertions import assert_no_error, assert_raises_naming
+from conformance.assertions import assert_no_error, assert_raises_naming, fail
 from conformance.cases import Option, pid
 from conformance.plugin import requires
 from conformance.requirements import enforces
@@ -35,26 +35,44 @@ def check_both_none_rejected(adapter: StepOutputLossAdapter) -> None:
     )
 
 
+# value: (the spec, the words of which the error must mention one: the
+# rejected type, or the global-mean setting in either spelling)
 REJECTED = [
-    Option("EnsembleLoss", RegularizationSpec("EnsembleLoss")),
-    Option("NaN", RegularizationSpec("NaN")),
-    Option("global-mean-LpLoss", RegularizationSpec("MSE", global_mean_type="LpLoss")),
+    Option("EnsembleLoss", (RegularizationSpec("EnsembleLoss"), ("EnsembleLoss",))),
+    Option("NaN", (RegularizationSpec("NaN"), ("NaN",))),
+    Option(
+        "global-mean-LpLoss",
+        (
+            RegularizationSpec("MSE", global_mean_type="LpLoss"),
+            ("LpLoss", "global_mean", "global mean", "global-mean"),
+        ),
+    ),
 ]
 
 
-@enforces("CONFIG-2")
+@enforces("CONFIG-2", "ERRMSG-1")
 @requires(Capability.REGULARIZATION_LOSS_TYPES)
 @pytest.mark.parametrize("reg", REJECTED, ids=pid)
 def check_rejects_regularization_loss_type(adapter: StepOutputLossAdapter, reg: Option) -> None:
-    spec: RegularizationSpec = reg.value
-    assert_raises_naming(
+    """A ``ValueError`` whose message names what is wrong (the type)."""
+    spec, words = reg.value
+    inputs = {"regularization": spec}
+    err = assert_raises_naming(
         lambda: adapter.build_corrector_config(None, spec),
         prop=PROP,
         what=f"regularization with loss type {reg.id}",
-        inputs={"regularization": spec},
+        inputs=inputs,
         must_mention=[],
         exception=ValueError,
     )
+    if not any(w in str(err) for w in words):
+        fail(
+            PROP,
+            f"the error for {reg.id} does not say what is wrong",
+            inputs,
+            f"a ValueError mentioning one of {list(words)}",
+            f"{type(err).__name__}: {err}",
+        )
 
 
 VALID = [

@@ -1,0 +1,113 @@
+"""State across calls and across loss objects: each call's values follow
+from that call's inputs alone.
+
+- One loss object, one call per step, the corrected set changing from call
+  to call: nothing (step 0), four variables, one other variable, a third set
+  overlapping the first. Every call's main loss (per channel) and penalty
+  must equal the closed form for *that* call's corrections.
+- Two loss objects with different configs, called in turn on different
+  inputs: each gives what it would alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from conformance import oracle
+from conformance.adapter import (
+    Capability,
+    LossResult,
+    RegularizationSpec,
+    StepOutputLossAdapter,
+)
+from conformance.assertions import assert_close
+from conformance.cases import main_case
+from conformance.harness import assert_main_loss, describe, run_loss
+from conformance.requirements import enforces
+from conformance.vocabulary import VocabularyCase, vocabulary_cases
+
+PROP = "state across calls and loss objects"
+REG = RegularizationSpec("L1", weight=0.7)
+EXCLUDE = ("q2m",)
+# the corrected set of each call (step = index); main case's variables
+SEQUENCE: tuple[tuple[str, ...], ...] = (
+    (),
+    ("ps", "q_1", "q_2", "q2m"),
+    ("t",),
+    ("q_0", "q2m", "ps"),
+)
+
+
+def _changing_case() -> VocabularyCase:
+    """The main case's variables and statistics, every variable correctable."""
+    base = main_case()
+    return VocabularyCase(
+        id="case-changing-corrections",
+        names=base.names,
+        corrected=base.names,
+        rules=(),
+        warn_entries=(),
+        unmatched=frozenset(),
+        seed=201,
+    )
+
+
+def _assert_call(
+    result: LossResult, spec, output, uncorrected, target, step: int, inputs: dict  # noqa: ANN001
+) -> None:
+    assert_main_loss(result, spec, output, uncorrected, target, step, prop=PROP, inputs=inputs)
+    if spec.regularization is not None:
+        assert_close(
+            result.regularization,
+            oracle.penalty(spec, output, uncorrected),
+            prop=PROP,
+            quantity="regularization",
+            inputs=inputs,
+            meaning="weight * mean over this call's corrected channels",
+        )
+
+
+@enforces("STATE-1", "SWAP-1", "REG-2")
+def check_corrected_set_changes_between_calls(adapter: StepOutputLossAdapter) -> None:
+    """Both features on (exclusion ``q2m``, which some calls do not correct),
+    for an implementation that tolerates an unmatched entry (warn-once);
+    one that rejects it gets the penalty alone."""
+    case = _changing_case()
+    exclude = EXCLUDE if Capability.WARN_ONCE_UNMATCHED in adapter.capabilities else None
+    # the spec's hint lists every variable that is ever corrected
+    spec = case.spec(exclude=exclude, regularization=REG, corrected=case.names)
+    loss = adapter.build_loss(spec)
+    for step, corrected in enumerate(SEQUENCE):
+        output, uncorrected, target = case.tensors(corrected=corrected, seed_offset=step)
+        call_spec = case.spec(exclude=exclude, regularization=REG, corrected=corrected)
+        inputs = describe(call_spec, case.id, call=step, sequence=[list(c) for c in SEQUENCE])
+        with warnings.catch_warnings():  # warn-once has checks of its own
+            warnings.simplefilter("ignore")
+            result = run_loss(loss, output, uncorrected, target, step)
+        _assert_call(result, call_spec, output, uncorrected, target, step, inputs)
+
+
+@enforces("STATE-1", "SWAP-1")
+def check_loss_objects_independent(adapter: StepOutputLossAdapter) -> None:
+    """Loss ``a`` (exclusions ``ps``, MSE penalty) on one vocabulary case and
+    loss ``b`` (exclusions ``q_``, L1 penalty) on the main case, built
+    together and called in turn."""
+    other = vocabulary_cases()[0]
+    specs = {
+        "a": other.spec(exclude=("x",), regularization=RegularizationSpec("MSE", weight=0.7)),
+        "b": main_case().spec(exclude=("q_",), regularization=REG),
+    }
+    losses = {k: adapter.build_loss(s) for k, s in specs.items()}
+    for call, key in enumerate(["a", "b", "a", "b"]):
+        spec = specs[key]
+        if key == "a":
+            output, uncorrected, target = other.tensors(seed_offset=call)
+            case_id = other.id
+        else:
+            output, uncorrected, target = main_case().fresh()
+            case_id = main_case().id
+        inputs = describe(spec, case_id, loss_object=key, call=call)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = run_loss(losses[key], output, uncorrected, target, call)
+        _assert_call(result, spec, output, uncorrected, target, call, inputs)
