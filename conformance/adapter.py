@@ -549,10 +549,16 @@ class StepperUnderTest(Protocol):
         uncorrected)`` pair)."""
         ...
 
+
+class EpochStepperUnderTest(StepperUnderTest, Protocol):
+    """A train stepper that also aggregates an epoch
+    (:attr:`Capability.EPOCH_AGGREGATION`; an optional method, so steppers
+    written before it need not have it)."""
+
     def train_epoch(self, batches: Sequence[Batch]) -> EpochOutcome:
-        """Only with :attr:`Capability.EPOCH_AGGREGATION`: ``train_on_batch``
-        on each batch in order, then the epoch's aggregated metrics as the
-        implementation logs them (see :class:`EpochOutcome`)."""
+        """``train_on_batch`` on each batch in order, then the epoch's
+        aggregated metrics as the implementation logs them (see
+        :class:`EpochOutcome`)."""
         ...
 
 

@@ -15,13 +15,20 @@ this module.
 from __future__ import annotations
 
 import collections
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from inprocess import preload
+from matrix_worker import outcome_row
 
 from conformance.requirements import SKIP_PREFIXES
 from conformance.suite import CHECK_PROPERTY, IMPL_PROPERTY
 from fixtures import mutants
+from fixtures.mutants._base import COSTLY
 
 pytest_plugins = ("pytester",)
 
@@ -51,24 +58,16 @@ FAST_ARGS = (
 )
 
 
-def run_suite(pytester: pytest.Pytester, impls: dict[str, str]) -> dict[str, dict[str, str]]:
-    """``{name: {check id: outcome}}``: one in-process session runs the suite
-    against every implementation of ``impls`` (``name -> module:factory``)."""
-    reprec = pytester.inline_run(
-        "--pyargs",
-        "conformance.checks",
-        "--stepoutputloss-impl=" + ",".join(impls.values()),
-        *FAST_ARGS,
-    )
+def _outcomes(rows: list[dict], impls: dict[str, str]) -> dict[str, dict[str, str]]:
+    """``{name: {check id: outcome}}`` from report rows (``matrix_worker.outcome_row``)."""
     by_spec = {spec: name for name, spec in impls.items()}
     outcomes: dict[str, dict[str, str]] = {name: {} for name in impls}
-    for rep in reprec.getreports("pytest_runtest_logreport"):
-        props = dict(rep.user_properties)
+    for row in rows:
+        props = row["props"]
         cid, spec = props[CHECK_PROPERTY], props[IMPL_PROPERTY]
         out = outcomes[by_spec[spec]]
-        if rep.when == "setup" and rep.skipped:
-            reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-            reason = reason.removeprefix("Skipped: ")
+        if row["when"] == "setup" and row["skipped"]:
+            reason = row["reason"].removeprefix("Skipped: ")
             # not applicable / not exercised / deviates: the capability is not declared
             prefix = next((p for p in SKIP_PREFIXES if reason.startswith(p)), None)
             out[cid] = (
@@ -76,10 +75,69 @@ def run_suite(pytester: pytest.Pytester, impls: dict[str, str]) -> dict[str, dic
                 if prefix is not None
                 else f"skip: {reason}"
             )
-        elif rep.failed:
+        elif row["failed"]:
             out[cid] = FAIL
-        elif rep.when == "call":
-            out.setdefault(cid, XFAIL if hasattr(rep, "wasxfail") else PASS)
+        elif row["when"] == "call":
+            out.setdefault(cid, XFAIL if row["xfail"] else PASS)
+    return outcomes
+
+
+def _suite_args(impls: dict[str, str]) -> list[str]:
+    return [
+        "--pyargs",
+        "conformance.checks",
+        "--stepoutputloss-impl=" + ",".join(impls.values()),
+        *FAST_ARGS,
+    ]
+
+
+def _split(impls: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``(in-process, subprocess)`` shares of ``impls``: the subprocess takes
+    about 45 % of the mutants (it pays its own start-up), never the reference
+    nor a mutant that runs the costly distributed check (one process group
+    per session: keep them in one)."""
+    costly = {
+        name
+        for name in impls
+        if name != "reference" and mutants.load(name).KILLED_BY.startswith(tuple(COSTLY.values()))
+    }
+    movable = [n for n in impls if n != "reference" and n not in costly]
+    moved = set(movable[: int(0.45 * (len(impls) - 1))])
+    return (
+        {n: s for n, s in impls.items() if n not in moved},
+        {n: s for n, s in impls.items() if n in moved},
+    )
+
+
+def run_suite(pytester: pytest.Pytester, impls: dict[str, str]) -> dict[str, dict[str, str]]:
+    """``{name: {check id: outcome}}``: the suite against every implementation
+    of ``impls`` (``name -> module:factory``), in two sessions at once: one
+    in-process (pytester) and one in a subprocess (``tests/matrix_worker.py``)."""
+    here, there = _split(impls)
+    worker = None
+    if there:
+        out_json = pytester.path / "matrix_worker.json"
+        tests = Path(__file__).resolve().parent
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(tests.parent), str(tests), *filter(None, [env.get("PYTHONPATH")])]
+        )
+        worker = subprocess.Popen(
+            [sys.executable, str(tests / "matrix_worker.py"), str(out_json), *_suite_args(there)],
+            cwd=pytester.path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    reprec = pytester.inline_run(*_suite_args(here))
+    rows = [outcome_row(rep) for rep in reprec.getreports("pytest_runtest_logreport")]
+    outcomes = _outcomes(rows, here)
+    if worker is not None:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode in (0, 1), (
+            f"the matrix worker failed ({worker.returncode}): {err.decode()[-2000:]}"
+        )
+        outcomes.update(_outcomes(json.loads(out_json.read_text(encoding="utf-8")), there))
     empty = [name for name, o in outcomes.items() if not o]
     assert not empty, f"the suite collected nothing against {empty}"
     return outcomes
@@ -103,16 +161,23 @@ def by_check(outcomes: dict[str, str]) -> dict[str, str]:
 
 
 _MATRIX: dict[str, dict[str, str]] = {}
+_MATRIX_ERROR: list[BaseException] = []
 
 
 @pytest.fixture
 def matrix(pytester: pytest.Pytester) -> dict[str, dict[str, str]]:
     """``{implementation: {check id: outcome}}`` for the reference and every
     mutant, computed once per test session."""
+    if _MATRIX_ERROR:  # computed once: a failure is not retried by every test
+        raise _MATRIX_ERROR[0]
     if not _MATRIX:
         impls = {"reference": REFERENCE}
         impls.update({n: f"fixtures.mutants.{n}:make_adapter" for n in mutants.mutant_names()})
-        _MATRIX.update(run_suite(pytester, impls))
+        try:
+            _MATRIX.update(run_suite(pytester, impls))
+        except BaseException as err:
+            _MATRIX_ERROR.append(err)
+            raise
     return _MATRIX
 
 

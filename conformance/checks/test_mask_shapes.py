@@ -91,47 +91,43 @@ def check_mask_shapes(adapter: StepOutputLossAdapter, case: Case, shape: Option)
     masked = case.corrected[:2]
     n_batch = case.target[masked[0]].shape[0]
     make = shape.value
-    for main_type in _main_types(case, caps):
-        for reg in _penalties(caps):
-            spec = case.spec(
-                exclude=(),
-                regularization=reg,
-                main=dataclasses.replace(WEIGHTED_MAIN, loss_type=main_type),
-            )
-            output, uncorrected, target = case.fresh()
-            mask = {k: make(n_batch) for k in masked}
-            rows = (
-                make(n_batch)
-                .expand(n_batch, *SPATIAL)
-                .repeat_interleave(case.n_ensemble, dim=0)
-            )
-            for k in masked:  # garbage where masked: it must not reach the loss
-                uncorrected[k][~rows] = 1e4 * spec.normalizer.stds[k]
-                output[k][~rows] = -1e4 * spec.normalizer.stds[k]
-                target[k][~rows[:: case.n_ensemble]] = 3e3 * spec.normalizer.stds[k]
-            inputs = describe(
-                spec, case.id, mask_shape=f"{shape.id} {tuple(mask[masked[0]].shape)}"
-            )
-            result = run_loss(adapter.build_loss(spec), output, uncorrected, target, STEP, mask)
-            assert_main_loss(
-                result,
-                spec,
-                output,
-                uncorrected,
-                target,
-                STEP,
-                prop=PROP,
-                inputs=inputs,
-                data_mask=mask,
-            )
-            assert_close(
-                result.regularization,
-                oracle.penalty(spec, output, uncorrected, mask),
-                prop=PROP,
-                quantity="regularization",
-                inputs=inputs,
-                meaning="masked points contribute 0",
-                alternatives={
-                    "the penalty with the mask ignored": oracle.penalty(spec, output, uncorrected)
-                },
-            )
+    mains, penalties = _main_types(case, caps), _penalties(caps)
+    # every main-loss type and every penalty type, each at least once
+    for i in range(max(len(mains), len(penalties))):
+        main_type, reg = mains[i % len(mains)], penalties[i % len(penalties)]
+        spec = case.spec(
+            exclude=(),
+            regularization=reg,
+            main=dataclasses.replace(WEIGHTED_MAIN, loss_type=main_type),
+        )
+        output, uncorrected, target = case.fresh()
+        mask = {k: make(n_batch) for k in masked}
+        rows = make(n_batch).expand(n_batch, *SPATIAL).repeat_interleave(case.n_ensemble, dim=0)
+        for k in masked:  # garbage where masked: it must not reach the loss
+            uncorrected[k][~rows] = 1e4 * spec.normalizer.stds[k]
+            output[k][~rows] = -1e4 * spec.normalizer.stds[k]
+            target[k][~rows[:: case.n_ensemble]] = 3e3 * spec.normalizer.stds[k]
+        inputs = describe(spec, case.id, mask_shape=f"{shape.id} {tuple(mask[masked[0]].shape)}")
+        result = run_loss(adapter.build_loss(spec), output, uncorrected, target, STEP, mask)
+        assert_main_loss(
+            result,
+            spec,
+            output,
+            uncorrected,
+            target,
+            STEP,
+            prop=PROP,
+            inputs=inputs,
+            data_mask=mask,
+        )
+        assert_close(
+            result.regularization,
+            oracle.penalty(spec, output, uncorrected, mask),
+            prop=PROP,
+            quantity="regularization",
+            inputs=inputs,
+            meaning="masked points contribute 0",
+            alternatives={
+                "the penalty with the mask ignored": oracle.penalty(spec, output, uncorrected)
+            },
+        )

@@ -213,7 +213,9 @@ def check_epoch_corrector_regularization(adapter: StepOutputLossAdapter) -> None
     values the implementation itself reported."""
     spec, step, batch = training_setup(N_STEPS, (), REG)
     small = Batch(
-        initial_state={k: v[1:] + 0.2 * spec.loss.normalizer.stds[k] for k, v in batch.initial_state.items()},
+        initial_state={
+            k: v[1:] + 0.2 * spec.loss.normalizer.stds[k] for k, v in batch.initial_state.items()
+        },
         targets=[{k: v[1:] for k, v in t.items()} for t in batch.targets],
     )
     inputs = describe(spec.loss, "epoch of 2 batches", samples=[2, 1])

@@ -40,7 +40,5 @@ def check_vocabulary_swap(adapter: StepOutputLossAdapter, case: VocabularyCase) 
             target,
             STEP,
             prop=PROP,
-            inputs=describe(
-                spec, case.id, names=list(case.names), swapped=sorted(rule.swapped)
-            ),
+            inputs=describe(spec, case.id, names=list(case.names), swapped=sorted(rule.swapped)),
         )

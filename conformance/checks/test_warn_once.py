@@ -40,9 +40,7 @@ def names_entry(message: str, entry: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9_]){re.escape(entry)}(?![A-Za-z0-9_])", message) is not None
 
 
-def entry_warnings(
-    caught: Sequence[warnings.WarningMessage], entries: Sequence[str]
-) -> list[str]:
+def entry_warnings(caught: Sequence[warnings.WarningMessage], entries: Sequence[str]) -> list[str]:
     """The messages of the ``UserWarning``s that name some entry."""
     return [
         str(w.message)
@@ -113,7 +111,7 @@ def run_calls(
 def _vocabulary_calls(case: VocabularyCase) -> list[tuple[dict, dict, dict]]:
     """Call 0 corrects nothing; calls 1-3 correct the case's variables."""
     output, _, target = case.tensors(seed_offset=7)
-    calls = [(output, {}, target)]
+    calls: list[tuple[dict, dict, dict]] = [(output, {}, target)]
     calls += [case.tensors(seed_offset=i) for i in range(1, 4)]
     return calls
 
@@ -155,7 +153,8 @@ def check_uncorrected_variable_entry_warned(adapter: StepOutputLossAdapter) -> N
         warnings.simplefilter("always")
         loss = adapter.build_loss(spec)
     output, _, target = case.fresh()
-    calls = [(output, {}, target)] + [case.fresh() for _ in range(3)]
+    calls: list[tuple[dict, dict, dict]] = [(output, {}, target)]
+    calls += [case.fresh() for _ in range(3)]
     by_call = run_calls(loss, calls, MAIN_ENTRIES)
     by_call[0] = entry_warnings(at_build, MAIN_ENTRIES) + by_call[0]
     judge_warnings(by_call, 1, MAIN_ENTRIES, MAIN_UNMATCHED, case.names, inputs)
