@@ -26,7 +26,7 @@ REQUIRES_MARKER = "stepoutputloss_requires"
 ENFORCES_MARKER = "stepoutputloss_enforces"
 SUITE_PLUGIN = "conformance.suite"
 # hypothesis profiles the suite registers (conformance.strategies)
-SUITE_PROFILES = ("thorough", "stepoutputloss-no-shrink")
+SUITE_PROFILES = ("thorough", "stepoutputloss-no-shrink", "stepoutputloss-matrix")
 
 requires = getattr(pytest.mark, REQUIRES_MARKER)
 """``@requires(Capability.X, ...)``: the check runs only if the adapter declares them all."""

@@ -40,6 +40,8 @@ FAST_EXAMPLES = 15
 THOROUGH_EXAMPLES = 400
 THOROUGH = "thorough"
 NO_SHRINK = "stepoutputloss-no-shrink"
+MATRIX = "stepoutputloss-matrix"
+MATRIX_EXAMPLES = 5
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 # Registered when the plugin is imported, so ``--hypothesis-profile`` finds them.
@@ -61,6 +63,18 @@ settings.register_profile(
     suppress_health_check=_QUIET,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
+# For the mutation matrix only (tests/test_mutation_matrix.py), which runs the
+# suite against every mutant: whether a property check kills *some* mutant
+# needs few examples. Never used by a run that judges an implementation.
+settings.register_profile(
+    MATRIX,
+    max_examples=MATRIX_EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=_QUIET,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
 
 
 def property_settings() -> settings:
@@ -71,7 +85,7 @@ def property_settings() -> settings:
     shrinks a failure to a minimal case."""
     current = settings.default or settings()
     name = getattr(settings, "get_current_profile_name", lambda: "")()
-    if name in (THOROUGH, NO_SHRINK) or current.max_examples >= THOROUGH_EXAMPLES:
+    if name in (THOROUGH, NO_SHRINK, MATRIX) or current.max_examples >= THOROUGH_EXAMPLES:
         return settings(current)
     return settings(
         current,

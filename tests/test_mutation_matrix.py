@@ -47,13 +47,13 @@ def check_function(nodeid: str) -> str:
 
 
 # Whether a check fails is all the matrix needs: no tracebacks, hypothesis
-# examples not shrunk, and no plugin the checks do not use (the unraisable-
+# examples few (5) and not shrunk, and no plugin the checks do not use (the unraisable-
 # exception plugin alone costs a forced gc per run).
 UNUSED_PLUGINS = ("cacheprovider", "syrupy", "benchmark", "xdist", "unraisableexception")
 FAST_ARGS = (
     "--tb=no",
     "-q",
-    "--hypothesis-profile=stepoutputloss-no-shrink",
+    "--hypothesis-profile=stepoutputloss-matrix",
     *(arg for name in UNUSED_PLUGINS for arg in ("-p", f"no:{name}")),
 )
 
