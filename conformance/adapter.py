@@ -228,6 +228,11 @@ class Capability(str, enum.Enum):
     and a corrector loss is configured but the step returned an empty
     ``uncorrected``; training goes on."""
 
+    TRAIN_ENSEMBLE = "train-ensemble"
+    """The train stepper trains with ``n_ensemble > 1`` (:class:`StepperSpec`):
+    it repeats each sample's initial state for its members, members of a
+    sample adjacent."""
+
     EPOCH_AGGREGATION = "epoch-aggregation"
     """:meth:`StepperUnderTest.train_epoch` trains on several batches and
     returns the epoch-aggregated metrics (each batch metric averaged over the
@@ -426,7 +431,7 @@ class StepperSpec:
 
     Attributes:
         loss: the loss (``n_ensemble`` is 1 for stepper cases, except with
-            :attr:`Capability.ENSEMBLE`: then it may be > 1, and the stepper
+            :attr:`Capability.TRAIN_ENSEMBLE`: then it may be > 1, and the stepper
             repeats each sample's initial state for its members, members of a
             sample adjacent).
         n_forward_steps: steps per batch.

@@ -542,9 +542,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "members (members of a sample adjacent) and the metrics and gradients are the "
         "closed form's.",
         "Not in #1273 beyond the loss unfolding the ensemble dim; the reference's stepper "
-        "repeats the initial condition per member. Checked with the ensemble capability.",
+        "repeats the initial condition per member. Checked with the train-ensemble "
+        "capability.",
         Kind.OPTIONAL,
-        capability="ensemble",
+        capability="train-ensemble",
     ),
     R(
         "CONFIG-3",

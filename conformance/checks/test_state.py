@@ -23,6 +23,7 @@ from conformance.adapter import (
 from conformance.assertions import assert_close
 from conformance.cases import main_case
 from conformance.harness import assert_main_loss, describe, run_loss
+from conformance.plugin import requires
 from conformance.requirements import enforces
 from conformance.vocabulary import VocabularyCase
 
@@ -73,13 +74,14 @@ def _assert_call(
         )
 
 
-@enforces("STATE-1", "SWAP-1", "REG-2")
+@enforces("STATE-1")
+@requires(Capability.WARN_ONCE_UNMATCHED)
 def check_corrected_set_changes_between_calls(adapter: StepOutputLossAdapter) -> None:
-    """Both features on (exclusion ``q2m``, which some calls do not correct),
-    for an implementation that tolerates an unmatched entry (warn-once);
-    one that rejects it gets the penalty alone."""
+    """Both features on (exclusion ``q2m``, which some calls do not correct).
+    Only for an implementation that tolerates an entry matching nothing on
+    some step (warn-once): one that raises on it cannot see a changing set."""
     case = _changing_case()
-    exclude = EXCLUDE if Capability.WARN_ONCE_UNMATCHED in adapter.capabilities else None
+    exclude = EXCLUDE
     # the spec's hint lists every variable that is ever corrected
     spec = case.spec(exclude=exclude, regularization=REG, corrected=case.names)
     loss = adapter.build_loss(spec)
@@ -93,7 +95,7 @@ def check_corrected_set_changes_between_calls(adapter: StepOutputLossAdapter) ->
         _assert_call(result, call_spec, output, uncorrected, target, step, inputs)
 
 
-@enforces("STATE-1", "SWAP-1")
+@enforces("STATE-1")
 def check_loss_objects_independent(adapter: StepOutputLossAdapter) -> None:
     """Loss ``a`` (exclusion ``ps``, MSE penalty) and loss ``b`` (exclusion
     ``q_``, L1 penalty) on the main case's variables, built together and

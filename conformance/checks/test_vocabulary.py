@@ -20,7 +20,7 @@ PROP = "exclusion matching (vocabulary)"
 STEP = 1
 
 
-@enforces("MATCH-1", "SWAP-1")
+@enforces("MATCH-1")
 @requires(Capability.EXCLUSION_MATCHER)
 @pytest.mark.parametrize("case", vocabulary_cases(), ids=lambda c: c.id)
 def check_vocabulary_swap(adapter: StepOutputLossAdapter, case: VocabularyCase) -> None:
