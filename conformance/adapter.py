@@ -228,6 +228,13 @@ class Capability(str, enum.Enum):
     and a corrector loss is configured but the step returned an empty
     ``uncorrected``; training goes on."""
 
+    DISTRIBUTED_UNEVEN_SHARES = "distributed-uneven-shares"
+    """With :attr:`Capability.DISTRIBUTED`: data-parallel training is also
+    right when the ranks' shares differ in size (3 samples on 2 ranks:
+    2 + 1), i.e. metrics and gradients are weighted by each rank's samples.
+    Without it, the suite gives every rank as many samples (as a padding
+    ``DistributedSampler`` does)."""
+
     TRAIN_ENSEMBLE = "train-ensemble"
     """The train stepper trains with ``n_ensemble > 1`` (:class:`StepperSpec`):
     it repeats each sample's initial state for its members, members of a

@@ -557,6 +557,16 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         capability="regularization-weight-validation",
     ),
     R(
+        "DIST-2",
+        "Data-parallel training with uneven shares (3 samples on 2 ranks: 2 + 1) still "
+        "gives one process's metrics and gradients on the whole batch (weighted by each "
+        "rank's samples).",
+        "Not in #1273; the reference weights by samples. An implementation whose loader "
+        "always pads to equal shares need not declare distributed-uneven-shares.",
+        Kind.OPTIONAL,
+        capability="distributed-uneven-shares",
+    ),
+    R(
         "ERRMSG-1",
         "A config error names what is wrong: a rejected loss type's error names the type "
         "(or the global-mean setting), not just any ValueError.",

@@ -5,9 +5,10 @@ whole batch.
 
 The run: one ``train_on_batch`` of ``N_STEPS`` steps of the suite's step
 (model parameter ``gain``, corrector parameter ``corrector.theta``) on a
-global batch of ``N_BATCH`` = 3 samples split into contiguous shares of 2 + 1
-in rank order (uneven, so a plain mean of the ranks' values, unweighted by
-their samples, is wrong); both corrector features on (and, as a baseline, neither), with
+global batch of ``N_BATCH`` samples split into contiguous shares of 2 + 2
+in rank order -- and, with the capability ``distributed-uneven-shares``, of
+``N_UNEVEN`` = 3 samples split 2 + 1 (a plain mean of the ranks' values,
+unweighted by their samples, is then wrong); both corrector features on (and, as a baseline, neither), with
 and without gradient accumulation: four configurations, run in one job on
 the 2-rank group of :mod:`conformance.distributed` (spawned once per test
 session and reused, so this check costs milliseconds after the first start;
@@ -53,7 +54,8 @@ from conformance.requirements import enforces
 from conformance.suite import impl_specs, item_impl, load_adapter, timeout_s
 
 PROP = "data-parallel training equals one process on the whole batch"
-N_BATCH = 3  # uneven shares on 2 ranks (2 + 1)
+N_BATCH = 4  # even shares on 2 ranks (2 + 2)
+N_UNEVEN = 3  # uneven shares on 2 ranks (2 + 1)
 N_STEPS = 2
 WORLD_SIZE = distributed.WORLD_SIZE
 GRADIENT_RTOL = 1e-4
@@ -68,30 +70,46 @@ def _configurations() -> list[Option]:
     ]:
         for accumulate in (False, True):
             name = f"{features}-{'accumulation' if accumulate else 'no-accumulation'}"
-            out.append(Option(name, (exclude, regularization, accumulate)))
+            out.append(Option(name, (exclude, regularization, accumulate, N_BATCH)))
+    for accumulate in (False, True):
+        name = f"features-both-uneven-{'accumulation' if accumulate else 'no-accumulation'}"
+        out.append(
+            Option(
+                name,
+                (("q_2",), reg, accumulate, N_UNEVEN),
+                (Capability.DISTRIBUTED_UNEVEN_SHARES,),
+            )
+        )
     return out
+
+
+def n_samples(config_id: str) -> int:
+    return next(c for c in CONFIGURATIONS if c.id == config_id).value[3]
+
+
+def split_text(n: int) -> str:
+    sizes = [len(t) for t in torch.tensor_split(torch.arange(n), WORLD_SIZE)]
+    return f"{n} split {' + '.join(map(str, sizes))}"
 
 
 CONFIGURATIONS = _configurations()
 
 
 def stepper_spec(config: Option) -> StepperSpec:
-    exclude, regularization, accumulate = config.value
+    exclude, regularization, accumulate, _ = config.value
     loss = main_case().spec(exclude=exclude, regularization=regularization)
     return StepperSpec(loss=loss, n_forward_steps=N_STEPS, use_gradient_accumulation=accumulate)
 
 
 @functools.cache
-def global_batch() -> Batch:
-    """``N_BATCH`` samples (physical units, ``(N_BATCH, *SPATIAL)``), every
-    sample different, so one rank's share differs from the whole batch."""
+def global_batch(n: int = N_BATCH) -> Batch:
+    """``n`` samples (physical units, ``(n, *SPATIAL)``), every sample
+    different, so one rank's share differs from the whole batch."""
     g = torch.Generator().manual_seed(2024)
     names = main_case().names
 
     def state() -> dict[str, torch.Tensor]:
-        return {
-            n: MEANS[n] + STDS[n] * torch.randn((N_BATCH, *SPATIAL), generator=g) for n in names
-        }
+        return {k: MEANS[k] + STDS[k] * torch.randn((n, *SPATIAL), generator=g) for k in names}
 
     return Batch(initial_state=state(), targets=tuple(state() for _ in range(N_STEPS)))
 
@@ -137,7 +155,9 @@ def train_shares(impl: str, config_ids: Sequence[str]) -> dict[str, dict[str, An
         try:
             step = suite_step()
             outcome = adapter.train_on_batch_distributed(
-                stepper_spec(by_id[config_id]), step, share(global_batch(), rank, world_size)
+                stepper_spec(by_id[config_id]),
+                step,
+                share(global_batch(n_samples(config_id)), rank, world_size),
             )
             out[config_id] = {
                 "metrics": {k: float(v) for k, v in outcome.metrics.items()},
@@ -176,7 +196,15 @@ def rank_results(request: pytest.FixtureRequest) -> list[dict[str, dict[str, Any
     if spec not in cache and spec not in failures:
         try:
             cache[spec] = distributed.run_on_ranks(
-                train_shares, spec, [c.id for c in CONFIGURATIONS], timeout_s=timeout_s(config)
+                train_shares,
+                spec,
+                # the configurations the adapter declares what they need for
+                [
+                    c.id
+                    for c in CONFIGURATIONS
+                    if all(r in load_adapter(spec).capabilities for r in c.requires)
+                ],
+                timeout_s=timeout_s(config),
             )
         except distributed.RankFailure as err:
             failures[spec] = err
@@ -185,7 +213,7 @@ def rank_results(request: pytest.FixtureRequest) -> list[dict[str, dict[str, Any
         fail(
             PROP,
             f"the distributed job failed, so this configuration was not verified: {failed.summary}",
-            {"ranks": WORLD_SIZE, "samples": f"{N_BATCH} split 2 + 2"},
+            {"ranks": WORLD_SIZE},
             "every rank answers",
             str(failed),
         )
@@ -244,8 +272,8 @@ def expected(spec: StepperSpec, batch: Batch, rows: slice = slice(None)) -> Expe
     )
 
 
-def rank_rows(rank: int) -> slice:
-    sizes = [len(t) for t in torch.tensor_split(torch.arange(N_BATCH), WORLD_SIZE)]
+def rank_rows(rank: int, n: int = N_BATCH) -> slice:
+    sizes = [len(t) for t in torch.tensor_split(torch.arange(n), WORLD_SIZE)]
     start = sum(sizes[:rank])
     return slice(start, start + sizes[rank])
 
@@ -271,9 +299,10 @@ def expectations(config_id: str) -> tuple[Expected, list[Expected], Expected]:
     """The whole batch's values, each rank's share's, and their sum over
     ranks (a pure function of the configuration: computed once)."""
     spec = stepper_spec(next(c for c in CONFIGURATIONS if c.id == config_id))
-    batch = global_batch()
+    n = n_samples(config_id)
+    batch = global_batch(n)
     whole = expected(spec, batch)
-    local = [expected(spec, batch, rank_rows(r)) for r in range(WORLD_SIZE)]
+    local = [expected(spec, batch, rank_rows(r, n)) for r in range(WORLD_SIZE)]
     summed = Expected(
         metrics={k: torch.stack([e.metrics[k] for e in local]).sum() for k in whole.metrics},
         gradients={k: torch.stack([e.gradients[k] for e in local]).sum(0) for k in whole.gradients},
@@ -281,7 +310,7 @@ def expectations(config_id: str) -> tuple[Expected, list[Expected], Expected]:
     return whole, local, summed
 
 
-@enforces("DIST-1")
+@enforces("DIST-1", "DIST-2")
 @requires(Capability.DISTRIBUTED)
 @pytest.mark.parametrize("config", CONFIGURATIONS, ids=pid)
 def check_distributed_matches_single_process(
@@ -294,7 +323,7 @@ def check_distributed_matches_single_process(
         spec.loss,
         main_case().id,
         ranks=WORLD_SIZE,
-        samples=f"{N_BATCH} split 2 + 2",
+        samples=split_text(n_samples(config.id)),
         n_forward_steps=N_STEPS,
         gradient_accumulation=spec.use_gradient_accumulation,
     )
