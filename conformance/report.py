@@ -285,6 +285,9 @@ def design_conformance(
                 (c.detail for c in mine if c.outcome == "not_exercised"),
                 "no check of it ran" if not mine else "",
             )
+            if not detail and counts["deviates"]:
+                reasons = sorted({c.detail for c in mine if c.outcome == "deviates"})
+                detail = "its checks are skipped by deviations: " + "; ".join(reasons)
         out.append(
             {
                 "id": r.id,

@@ -431,6 +431,7 @@ class FmeAdapter(AdapterBase):
             Capability.STEPPER,
             Capability.GRADIENT_ACCUMULATION,
             Capability.DISTRIBUTED,
+            Capability.TRAIN_ENSEMBLE,
         }
     )
     # fme's own design where it replaces #1273's (sources: docs/fme/ANALYSIS.md)
