@@ -137,7 +137,9 @@ class Capability(str, enum.Enum):
     pre-corrector target swap without exclusions, the MSE/L1 penalty, the
     ``total`` decomposition, ``needs_uncorrected_grad``, the pass-through,
     gradient flow through ``uncorrected``, per-call graph hygiene, and not
-    mutating inputs.
+    mutating inputs -- except where a requirement is ``seed-deviable``
+    (``docs/requirements.md``, e.g. ``needs_uncorrected_grad``) and the adapter
+    declares a deviation from it in ``deviations``.
     """
 
     EXCLUSION_MATCHER = "exclusion-matcher"
