@@ -146,13 +146,15 @@ def vocabulary_cases() -> tuple[VocabularyCase, ...]:
     return (
         VocabularyCase(
             id="vocab-non-digit-suffix",
-            names=("x", "x_a", "x_1", "u_star", "u_2"),
-            corrected=("x", "x_a", "x_1", "u_star", "u_2"),
+            names=("x", "x_a", "x_1", "u_star", "u_star_0", "u_2"),
+            corrected=("x", "x_a", "x_1", "u_star", "u_star_0", "u_2"),
             rules=(
-                _rule(("x",), {"x_a", "u_star", "u_2"}),  # x_a is not a level of x
-                _rule(("x_",), {"x", "x_a", "u_star", "u_2"}),
-                _rule(("u",), {"x", "x_a", "x_1", "u_star"}),  # u_star is not a level of u
-                _rule(("u_",), {"x", "x_a", "x_1", "u_star"}),
+                _rule(("x",), {"x_a", "u_star", "u_star_0", "u_2"}),  # x_a is not a level of x
+                _rule(("x_",), {"x", "x_a", "u_star", "u_star_0", "u_2"}),
+                # u_star is not a level of u
+                _rule(("u",), {"x", "x_a", "x_1", "u_star", "u_star_0"}),
+                _rule(("u_",), {"x", "x_a", "x_1", "u_star", "u_star_0"}),
+                # bare u_star: u_star and its level u_star_0
                 _rule(("x_a", "u_star"), {"x", "x_1", "u_2"}),
             ),
             warn_entries=("x_", "u", "x_b", "u_st"),

@@ -267,7 +267,8 @@ def check_empty_uncorrected_warns_once(adapter: StepOutputLossAdapter) -> None:
     """A step whose corrector is enabled but modifies nothing (``uncorrected``
     always empty), both features configured: two batches of 2 steps train,
     and exactly one ``UserWarning`` mentioning ``uncorrected`` comes, in the
-    first batch."""
+    first batch. The same training with a corrector that modifies variables
+    gives no such warning (so the warning is about the empty case)."""
     case = main_case()
     loss_spec = case.spec(exclude=(), regularization=REG)
     norm = loss_spec.normalizer
@@ -300,6 +301,25 @@ def check_empty_uncorrected_warns_once(adapter: StepOutputLossAdapter) -> None:
             inputs,
             "[1, 0] warnings mentioning 'uncorrected' (batch 1, batch 2)",
             counts,
+        )
+    normal_spec, normal_step, normal_batch = training_setup(N_STEPS, (), REG)
+    normal = adapter.build_stepper(normal_spec, normal_step)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            normal.train_on_batch(normal_batch)
+    spurious = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, UserWarning) and "uncorrected" in str(w.message)
+    ]
+    if spurious:
+        fail(
+            PROP,
+            "a corrector that modifies variables must not get the empty-uncorrected warning",
+            describe(normal_spec.loss, "training, corrector modifies 4 variables", batches=2),
+            "no warning mentioning 'uncorrected'",
+            spurious,
         )
 
 
