@@ -64,20 +64,23 @@ def main() -> int:
     counts = collections.Counter(results.values())
     print("mutmut results:", dict(sorted(counts.items())))
     verdicts = {n: v for n, (v, _) in triaged.items() if n in results}
-    excluded = {n: v for n, v in verdicts.items() if v in EXCLUDED}
-    not_killed = {n for n, s in results.items() if s != "killed"}
-    wrongly = sorted(n for n in verdicts if results[n] == "killed")
-    untriaged = sorted(not_killed - set(verdicts))
+    killed_now = {n for n, s in results.items() if s == "killed"}
+    # a triaged mutant that mutmut kills now counts as killed, whatever its verdict
+    excluded = {n for n, v in verdicts.items() if v in EXCLUDED and n not in killed_now}
+    by_triage = {n for n, v in verdicts.items() if v == "killed" and n not in killed_now}
+    stale = sorted(n for n in verdicts if n in killed_now)
+    untriaged = sorted(set(results) - killed_now - set(verdicts))
     denominator = len(results) - len(excluded)
-    killed = counts.get("killed", 0) + sum(1 for v in verdicts.values() if v == "killed")
-    by_verdict = collections.Counter(verdicts.values())
-    print(f"triaged: {dict(sorted(by_verdict.items()))}")
+    killed = len(killed_now) + len(by_triage)
+    print(f"triaged: {dict(sorted(collections.Counter(verdicts.values()).items()))}")
     score = 100.0 * killed / denominator if denominator else 0.0
     print(
-        f"score: {killed} killed of {denominator} non-equivalent, reachable mutants = {score:.1f} %"
+        f"score: {len(killed_now)} killed by mutmut + {len(by_triage)} by the full suite "
+        f"(verified) = {killed} of {denominator} non-equivalent, reachable mutants "
+        f"= {score:.1f} %"
     )
-    if wrongly:
-        print(f"triaged as not killable but killed ({len(wrongly)}): {wrongly}")
+    if stale:
+        print(f"triaged, and now killed by mutmut itself ({len(stale)}): {stale}")
     if untriaged:
         print(f"untriaged survivors ({len(untriaged)}):")
         for name in untriaged:
