@@ -22,13 +22,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from inprocess import preload
-from matrix_worker import outcome_row
 
-from conformance.requirements import SKIP_PREFIXES
-from conformance.suite import CHECK_PROPERTY, IMPL_PROPERTY
-from fixtures import mutants
-from fixtures.mutants._base import COSTLY
+ENABLE = "STEPOUTPUTLOSS_MATRIX"
+if os.environ.get(ENABLE) != "1":  # before the costly imports and preload()
+    pytest.skip(
+        f"the mutation matrix is opt-in (~25 s on 2 cores): {ENABLE}=1 pytest "
+        "tests/test_mutation_matrix.py (.ci/run runs it)",
+        allow_module_level=True,
+    )
+
+from inprocess import preload  # noqa: E402
+from matrix_worker import outcome_row  # noqa: E402
+
+from conformance.requirements import SKIP_PREFIXES  # noqa: E402
+from conformance.suite import CHECK_PROPERTY, IMPL_PROPERTY  # noqa: E402
+from fixtures import mutants  # noqa: E402
+from fixtures.mutants._base import COSTLY  # noqa: E402
 
 pytest_plugins = ("pytester",)
 
