@@ -28,7 +28,11 @@ cannot interrupt the call. On POSIX, in the main thread, the bound is
 ``signal.setitimer(ITIMER_REAL)`` with a ``SIGALRM`` handler that raises
 :class:`AdapterTimeout` where the adapter is (sleeps, lock and socket waits
 and Python loops are interrupted), and is restored afterwards (a bound
-already armed by someone else is left alone). Elsewhere (Windows, a non-main
+already armed by someone else is left alone). The timer's signal is
+process-directed and the kernel may deliver it to another thread, which
+would leave a main thread blocked in a lock wait asleep; a watchdog thread
+therefore also sends ``SIGALRM`` to the main thread itself
+(``signal.pthread_kill``) just after the deadline; the handler acts once. Elsewhere (Windows, a non-main
 thread) an overrunning call is detected when it returns, and
 ``faulthandler`` prints every thread's stack when the limit passes, so a
 call that never returns still shows where it is stuck. A call blocked inside
@@ -274,15 +278,35 @@ def _use_signal() -> bool:
 def _bound(seconds: float, on_timeout: Callable[[], BaseException]) -> Iterator[None]:
     """Interrupt the block after ``seconds`` (see the module docstring)."""
     if _use_signal() and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0):
+        fired = threading.Event()
+        done = threading.Lock()
 
         def handler(signum: int, frame: Any) -> None:
-            raise on_timeout()
+            if not fired.is_set():  # once, whichever of the two deliveries comes first
+                fired.set()
+                raise on_timeout()
 
+        def resend() -> None:
+            # The timer's SIGALRM goes to the process: the kernel may hand it to
+            # another thread (torch's, multiprocessing's), and then a main thread
+            # blocked in a lock or socket wait is never woken. Shortly after the
+            # deadline, send it to the main thread itself.
+            with done:
+                if not fired.is_set():
+                    signal.pthread_kill(main, signal.SIGALRM)
+
+        main = threading.main_thread().ident or 0
         previous = signal.signal(signal.SIGALRM, handler)
         signal.setitimer(signal.ITIMER_REAL, seconds)
+        watchdog = threading.Timer(seconds + 0.05, resend)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             yield
         finally:
+            with done:
+                fired.set()  # no delivery after this block
+                watchdog.cancel()
             signal.setitimer(signal.ITIMER_REAL, 0.0)
             signal.signal(signal.SIGALRM, previous)
         return
