@@ -115,6 +115,34 @@ def assert_main_loss(
     )
 
 
+def assert_masked_penalty(
+    result: LossResult,
+    spec: LossSpec,
+    output: TensorMapping,
+    uncorrected: TensorMapping,
+    data_mask: TensorMapping,
+    *,
+    prop: str,
+    inputs: dict[str, Any],
+) -> None:
+    """The penalty under ``data_mask`` against the oracle (masked points
+    contribute 0); a mismatch says whether the mask was ignored."""
+    from conformance import oracle
+    from conformance.assertions import assert_close
+
+    assert_close(
+        result.regularization,
+        oracle.penalty(spec, output, uncorrected, data_mask),
+        prop=prop,
+        quantity="regularization",
+        inputs=inputs,
+        meaning="masked points contribute 0",
+        alternatives={
+            "the penalty with the mask ignored": oracle.penalty(spec, output, uncorrected)
+        },
+    )
+
+
 @dataclasses.dataclass
 class ExpectedTraining:
     """The closed-form expectation of one ``train_on_batch`` (float64).
