@@ -20,6 +20,7 @@ loss-normalized units).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
@@ -35,6 +36,14 @@ def current_check() -> str:
     node = current.rsplit(" (", 1)[0]
     path, sep, rest = node.partition("::")
     return f"{path.rsplit('/', 1)[-1]}{sep}{rest}"
+
+
+def names_token(message: str, name: str) -> bool:
+    """Whether ``message`` names ``name`` as a whole token: ``q`` is not named
+    by ``q_1`` or ``q2m``, ``q_7`` not by ``q_71``, and ``t`` not by the
+    contraction "doesn't" (a quoted ``'t'`` is)."""
+    pattern = rf"(?<![\w])(?<![A-Za-z]'){re.escape(name)}(?![\w])"
+    return re.search(pattern, message) is not None
 
 
 def _fmt(value: Any) -> str:

@@ -5,13 +5,12 @@ match no corrected variable (warn once, or raise)."""
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import pytest
 
 from conformance.adapter import Capability, StepOutputLossAdapter
-from conformance.assertions import assert_raises_naming, fail
+from conformance.assertions import assert_raises_naming, fail, names_token
 from conformance.cases import Option, main_case, pid
 from conformance.harness import assert_main_loss, describe, run_loss
 from conformance.plugin import requires
@@ -66,12 +65,6 @@ def _user_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
-def names(message: str, entry: str) -> bool:
-    """Whether ``message`` names ``entry`` as a whole token (``q`` is not
-    named by ``q_1`` or ``q2m``; ``q_7`` is not named by ``q_71``)."""
-    return re.search(rf"(?<![\w]){re.escape(entry)}(?![\w])", message) is not None
-
-
 @enforces("WARN-1")
 @requires(Capability.WARN_ONCE_UNMATCHED)
 def check_unmatched_entry_warns_once(adapter: StepOutputLossAdapter) -> None:
@@ -94,7 +87,7 @@ def check_unmatched_entry_warns_once(adapter: StepOutputLossAdapter) -> None:
         by_step[step] = _user_warnings(caught)
     every = [(step, m) for step, ms in by_step.items() for m in ms]
     for entry in UNMATCHED:
-        naming = [(step, m) for step, m in every if names(m, entry)]
+        naming = [(step, m) for step, m in every if names_token(m, entry)]
         if len(naming) != 1:
             fail(
                 PROP,
@@ -115,7 +108,7 @@ def check_unmatched_entry_warns_once(adapter: StepOutputLossAdapter) -> None:
                 f"step {step}: {message}",
             )
     for entry in MATCHED:
-        naming = [(step, m) for step, m in every if names(m, entry)]
+        naming = [(step, m) for step, m in every if names_token(m, entry)]
         if naming:
             fail(
                 PROP,

@@ -18,14 +18,13 @@ of the loss are considered.
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 
 import pytest
 
 from conformance.adapter import Capability, StepOutputLossAdapter
-from conformance.assertions import fail
+from conformance.assertions import fail, names_token
 from conformance.cases import main_case
 from conformance.harness import describe, run_loss
 from conformance.plugin import requires
@@ -35,18 +34,13 @@ from conformance.vocabulary import VocabularyCase, vocabulary_cases
 PROP = "warn-once on unmatched exclusion entries"
 
 
-def names_entry(message: str, entry: str) -> bool:
-    """Whether ``entry`` appears in ``message`` as a whole token."""
-    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(entry)}(?![A-Za-z0-9_])", message) is not None
-
-
 def entry_warnings(caught: Sequence[warnings.WarningMessage], entries: Sequence[str]) -> list[str]:
     """The messages of the ``UserWarning``s that name some entry."""
     return [
         str(w.message)
         for w in caught
         if issubclass(w.category, UserWarning)
-        and any(names_entry(str(w.message), e) for e in entries)
+        and any(names_token(str(w.message), e) for e in entries)
     ]
 
 
@@ -73,7 +67,7 @@ def judge_warnings(
             )
     messages = by_call[first_corrected_call]
     for entry in unmatched:
-        count = sum(names_entry(m, entry) for m in messages)
+        count = sum(names_token(m, entry) for m in messages)
         if count != 1:
             fail(
                 PROP,
@@ -83,7 +77,7 @@ def judge_warnings(
                 f"{count}: {messages}",
             )
     judged = [e for e in entries if e not in unmatched and e not in variables]
-    named = [e for e in judged if any(names_entry(m, e) for m in messages)]
+    named = [e for e in judged if any(names_token(m, e) for m in messages)]
     if named:
         fail(
             PROP,
@@ -180,7 +174,7 @@ def check_warn_once_per_loss_object(adapter: StepOutputLossAdapter) -> None:
             warnings.simplefilter("always")
             run_loss(loss, out, unc, tgt, i)
         key = "a" if loss is first else "b"
-        counts[key] += sum(names_entry(m, "zz") for m in entry_warnings(caught, entries))
+        counts[key] += sum(names_token(m, "zz") for m in entry_warnings(caught, entries))
     if counts != {"a": 1, "b": 1}:
         fail(
             PROP,
