@@ -529,7 +529,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "WARN-3",
         "A corrector that ran but returned an empty uncorrected (with a corrector loss "
         "configured) is reported once, on the first step, by a UserWarning mentioning "
-        "uncorrected; training goes on.",
+        "uncorrected; training goes on. Once means once per stepper, whatever Python's "
+        "warning filters do (the check records every warning: a stepper that warns on "
+        "every batch and relies on the default filter's de-duplication is not once).",
         "A first-step warn-once covers the case where a corrector runs but uncorrected "
         "comes back empty.",
         Kind.SEED,

@@ -268,7 +268,11 @@ def check_empty_uncorrected_warns_once(adapter: StepOutputLossAdapter) -> None:
     always empty), both features configured: two batches of 2 steps train,
     and exactly one ``UserWarning`` mentioning ``uncorrected`` comes, in the
     first batch. The same training with a corrector that modifies variables
-    gives no such warning (so the warning is about the empty case)."""
+    gives no such warning (so the warning is about the empty case).
+
+    Warnings are recorded with the ``"always"`` filter: "once" is the
+    stepper's own doing, not Python's de-duplication of identical messages
+    (which pytest, logging capture and ``-W always`` all undo)."""
     case = main_case()
     loss_spec = case.spec(exclude=(), regularization=REG)
     norm = loss_spec.normalizer
