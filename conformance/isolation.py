@@ -402,6 +402,16 @@ class GuardedStepper:
         validate_outcome(outcome, what, self._step)
         return outcome
 
+    def train_epoch(self, batches: Sequence[Batch]) -> Any:
+        what = "stepper.train_epoch"
+        batches_handed = _hand(batches=list(batches))
+        train_epoch = self._stepper.train_epoch  # type: ignore[attr-defined]  # optional hook
+        epoch = adapter_call(what, train_epoch, batches_handed[0].copy)
+        _check_all([*self._handed, *batches_handed], what)
+        for outcome in getattr(epoch, "batches", ()):
+            validate_outcome(outcome, what, self._step)
+        return epoch
+
     def predict(self, batch: Batch) -> Sequence[Any]:
         what = "stepper.predict"
         batch_handed = _hand(batch=batch)
