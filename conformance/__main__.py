@@ -202,6 +202,16 @@ def run(
     collector = ReportCollector()
     pytest_args = [
         str(CHECKS_DIR),
+        # the suite's own settings only: not the pytest config file or the
+        # conftest.py files of the project the user runs this from (a
+        # virtualenv inside the project would otherwise pick up its
+        # filterwarnings = error, addopts, autouse fixtures, ...)
+        "-c",
+        os.devnull,
+        "--rootdir",
+        str(CHECKS_DIR.parent),
+        "--confcutdir",
+        str(CHECKS_DIR.parent),
         "-q",
         "-p",
         "no:cacheprovider",

@@ -5,7 +5,11 @@ The environment line (torch and Python versions) is normalized, so the
 examples hold on every tox env."""
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +231,35 @@ def test_examples_are_linked_from_readme():
         assert (root / target).is_file(), f"README links {target}, which does not exist"
     for md in (root / "fixtures/snapshots/test_report").glob("*.md"):
         assert md.relative_to(root).as_posix() in targets, f"{md.name} is not linked"
+
+
+def test_the_users_pytest_config_and_conftest_do_not_reach_the_suite(tmp_path):
+    """A virtualenv inside the user's project (the uv/poetry default): the
+    project's pyproject.toml (addopts, filterwarnings = error) and its root
+    conftest.py must not apply to ``python -m conformance``'s run."""
+    root = Path(__file__).resolve().parent.parent
+    project = tmp_path / "proj"
+    site = project / ".venv" / "site"
+    site.mkdir(parents=True)
+    for package in ("conformance", "reference"):
+        shutil.copytree(
+            root / package, site / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    (project / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\naddopts = "-x --no-such-option"\nfilterwarnings = ["error"]\n'
+    )
+    (project / "conftest.py").write_text(
+        "import pytest\n\n@pytest.fixture(autouse=True)\ndef boom():\n"
+        "    raise RuntimeError('the user project conftest was loaded')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = subprocess.run(
+        [sys.executable, "-m", "conformance", "--", "-k", "check_both_none_rejected"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "1 passed, 0 failed" in run.stdout
