@@ -102,6 +102,11 @@ class StepABC(abc.ABC):
         self.modules.load_state_dict(state["modules"])
 
 
+PASS_THROUGH: tuple[type[BaseException], ...] = (torch.OutOfMemoryError,)
+"""Errors of a step that are never reworded as a shape problem: code that
+catches them by type (out-of-memory handling) must still see them."""
+
+
 class StepModuleError(ValueError):
     """The step's module does not fit its variables: it failed on the stacked
     input (``failed`` True), or returned the wrong number of channels."""
@@ -180,6 +185,8 @@ class SingleModuleStep(StepABC):
         n_in, n_out = len(self._in_names), len(self._out_names)
         try:
             y = self._modules[0](x)
+        except PASS_THROUGH:
+            raise  # not about the shapes: as torch raised it
         except RuntimeError as err:
             raise StepModuleError(
                 f"The step's module failed on its input of shape {tuple(x.shape)} = "

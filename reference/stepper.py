@@ -86,7 +86,7 @@ from reference.loss import NonFiniteLossInputError, UnmatchedExclusionWarning
 from reference.loss_config import StepLossConfig
 from reference.normalizer import StandardNormalizer
 from reference.optimization import OptimizationConfig
-from reference.step import StepABC, StepModuleError
+from reference.step import PASS_THROUGH, StepABC, StepModuleError
 from reference.step_output import StepOutput, is_detached
 from reference.typing_ import TensorDict, TensorMapping
 
@@ -313,6 +313,18 @@ class TrainStepper:
             )
         return shape[0], shape[1] - 1
 
+    def _next_step(self, rollout: Iterator[StepOutput], data: TensorMapping, i: int) -> StepOutput:
+        """Step ``i`` of ``rollout``; a failure of the step is reworded to say
+        what was passed (out-of-memory and the like pass through unchanged)."""
+        try:
+            return next(rollout)
+        except PASS_THROUGH:
+            raise
+        except (RuntimeError, StepModuleError) as err:  # say what was passed
+            if isinstance(err, StepModuleError) and not err.failed:
+                raise  # the module's output channels: clear as it is
+            raise self._step_failure(data, i, err) from err
+
     def _step_failure(self, data: TensorMapping, i: int, err: Exception) -> BatchError:
         """The error for a step that failed inside torch at step ``i``."""
         shape = tuple(data[self.step.in_names[0]].shape)
@@ -417,12 +429,7 @@ class TrainStepper:
         rollout = self._rollout(data, n_forward_steps, detach_uncorrected=True)
         outputs = []
         for i in range(n_forward_steps):
-            try:
-                outputs.append(next(rollout))
-            except (RuntimeError, StepModuleError) as err:  # say what was passed
-                if isinstance(err, StepModuleError) and not err.failed:
-                    raise  # the module's output channels: clear as it is
-                raise self._step_failure(data, i, err) from err
+            outputs.append(self._next_step(rollout, data, i))
         return outputs
 
     def train_on_batch(
@@ -473,12 +480,7 @@ class TrainStepper:
                 # are all-reduced at the batch's last backward only
                 sync = not optimization.use_gradient_accumulation or i == n_forward_steps - 1
                 with distributed.gradient_sync(self._ddp, sync):
-                    try:
-                        step_output = next(rollout)
-                    except (RuntimeError, StepModuleError) as err:  # say what was passed
-                        if isinstance(err, StepModuleError) and not err.failed:
-                            raise  # the module's output channels: clear as it is
-                        raise self._step_failure(data, i, err) from err
+                    step_output = self._next_step(rollout, data, i)
                     self._check_step_output(step_output)
                     target = {n: data[n][:, i + 1] for n in self.step.out_names}
                     try:

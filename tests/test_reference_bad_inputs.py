@@ -458,3 +458,19 @@ def test_spatial_mask_broadcasts() -> None:
     mask = torch.ones(SHAPE[1:], dtype=torch.bool)
     result = _loss()(SO, _target(), 0, {"ps": mask})
     assert torch.isfinite(result.total())
+
+
+class _OutOfMemory(torch.nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
+def test_out_of_memory_is_not_reworded_as_a_shape_problem() -> None:
+    """Code that catches out-of-memory by type (a smaller batch, a retry)
+    still sees it: only shape failures become BatchError / StepModuleError."""
+    module = _OutOfMemory(len(th.IN), len(th.OUT), 1)
+    with pytest.raises(torch.OutOfMemoryError, match="simulated"):
+        _train(_step(module), th.batch(0))()
+    stepper = TrainStepperConfig().build(_step(module), th.normalizer())
+    with pytest.raises(torch.OutOfMemoryError, match="simulated"):
+        stepper.predict(th.batch(0))
