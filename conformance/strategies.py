@@ -35,12 +35,12 @@ from conformance.adapter import (
     RegularizationSpec,
 )
 from conformance.oracle import select_for_exclusions, unmatched_entries
+from conformance.plugin import SUITE_PROFILES
 
 FAST_EXAMPLES = 15
 THOROUGH_EXAMPLES = 400
-THOROUGH = "thorough"
-NO_SHRINK = "stepoutputloss-no-shrink"
-MATRIX = "stepoutputloss-matrix"
+# the names live in the light plugin, which registers these profiles on demand
+THOROUGH, NO_SHRINK, MATRIX = SUITE_PROFILES
 MATRIX_EXAMPLES = 5
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
@@ -85,7 +85,7 @@ def property_settings() -> settings:
     shrinks a failure to a minimal case."""
     current = settings.default or settings()
     name = getattr(settings, "get_current_profile_name", lambda: "")()
-    if name in (THOROUGH, NO_SHRINK, MATRIX) or current.max_examples >= THOROUGH_EXAMPLES:
+    if name in SUITE_PROFILES or current.max_examples >= THOROUGH_EXAMPLES:
         return settings(current)
     return settings(
         current,

@@ -37,7 +37,6 @@ It only acts on the suite's own checks (``conformance/checks``).
 from __future__ import annotations
 
 import collections.abc
-import dataclasses
 import importlib
 import os
 import re
@@ -68,9 +67,6 @@ from conformance.requirements import (
     skip_prefix,
     validate_deviations,
 )
-from conformance.requirements import (
-    NOT_APPLICABLE as NOT_APPLICABLE,
-)
 
 DEFAULT_IMPL = "conformance.adapters.reference:make_adapter"
 """The embedded default of ``python -m conformance`` (never of a pytest run)."""
@@ -78,7 +74,6 @@ CHECKS_DIR = (Path(__file__).parent / "checks").resolve()
 
 _adapters_key = pytest.StashKey["dict[str, StepOutputLossAdapter]"]()
 _xfails_key = pytest.StashKey["dict[str, str]"]()
-_used_xfails_key = pytest.StashKey["set[str]"]()
 _unmatched_key = pytest.StashKey["set[str]"]()
 _guarded_key = pytest.StashKey["dict[str, GuardedAdapter]"]()
 
@@ -441,12 +436,6 @@ def pytest_runtest_makereport(
 # ------------------------------------------------------------------ xfails
 
 
-@dataclasses.dataclass(frozen=True)
-class XfailEntry:
-    check: str
-    reason: str
-
-
 def parse_xfails(text: str, source: str = "<xfails>") -> dict[str, str]:
     """``{check id: reason}`` from the xfails file format (see module doc).
 
@@ -519,7 +508,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if found is not None:
             used.add(found[0])
             item.add_marker(pytest.mark.xfail(reason=found[1], strict=True))
-    config.stash[_used_xfails_key] = used
     unmatched = sorted(set(xfails) - used)
     config.stash[_unmatched_key] = set(unmatched)
     # every check's reports carry the list, so that a pytest-xdist controller

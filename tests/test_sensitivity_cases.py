@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conformance import oracle
-from conformance.checks.test_warn_once import names_entry
+from conformance.assertions import names_token as names_entry
 from conformance.vocabulary import vocabulary_cases
 from reference.matching import NameMatcher
 
@@ -43,6 +43,8 @@ def test_every_vocabulary_trap_is_present() -> None:
         ("modified: ['u_star']", "u", False),
         ("entry t is unused", "t", True),
         ("entries ['q_1_'] match nothing", "q_1", False),
+        ("'zz' doesn't match and isn't a variable", "t", False),  # contractions
+        ("entry 't' doesn't match", "t", True),
     ],
 )
 def test_names_entry_is_a_whole_token(message: str, entry: str, named: bool) -> None:
